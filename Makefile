@@ -1,0 +1,33 @@
+# Two commands for a new user: `make run` (the whole system, embedded default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## Start the balancer on :5555 with 3 replica processes (flags: make run ARGS="--replicas 5").
+run: $(STAMP)
+	$(BIN)/lb-balancer $(ARGS)
+
+## The full test suite (unit, API, integration with real processes), then lint and types.
+test: $(STAMP)
+	$(BIN)/pytest $(ARGS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,145 @@
+"""The contract's admin API: ``GET /rep``, ``POST /add``, ``DELETE /rm`` (``POST /rm`` alias),
+plus ``GET /lb/status`` for operators.
+
+Owns request validation and the mapping of errors to responses. Every rejected request changes
+nothing and answers 400 ``{"message": "<Error> …", "status": "failure"}``; the two errors the
+contract fixes use its exact strings.
+Must not import: redis, docker, ``balancer.proxy``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from balancer.errors import ConflictError, RequestError, RuntimeFailure
+from balancer.manager import ReplicaManager
+from balancer.membership import RingView
+from balancer.names import is_valid_name, server_id
+from balancer.runtime import ReplicaRuntime
+from balancer.store import Store
+from balancer.wire import (
+    ADD_TOO_MANY_NAMES,
+    CONTENT_TYPE,
+    RM_TOO_MANY_NAMES,
+    error_body,
+    replicas_body,
+)
+
+
+def _reply(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type=CONTENT_TYPE)
+
+
+async def parse_change(request: web.Request, too_many: str) -> tuple[int, list[str]]:
+    """Validate an ``/add`` or ``/rm`` body → (n, hostnames).
+
+    Raises:
+        RequestError: with the message the client sees.
+    """
+    raw = await request.read()
+    try:
+        data: Any = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError("Request body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise RequestError('Request body must be a JSON object like {"n": 1, "hostnames": []}')
+    n = data.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise RequestError("'n' must be a positive integer")
+    hostnames = data.get("hostnames")
+    if hostnames is None:
+        hostnames = []
+    if not isinstance(hostnames, list):
+        raise RequestError("'hostnames' must be a list of hostnames")
+    if len(hostnames) > n:
+        raise RequestError(too_many)
+    bad = [h for h in hostnames if not is_valid_name(h)]
+    if bad:
+        raise RequestError(
+            f"Invalid hostname(s): {', '.join(map(repr, bad))}; a hostname is 1-63 letters, "
+            "digits, '.', '_' or '-' (starting with a letter or digit), optionally after 'Server '"
+        )
+    ids = [server_id(h) for h in hostnames]
+    dupes = sorted({h for h, i in zip(hostnames, ids, strict=True) if ids.count(i) > 1})
+    if dupes:
+        raise RequestError(f"Duplicate hostname(s) in request: {', '.join(dupes)}")
+    return n, hostnames
+
+
+class AdminApi:
+    """Handlers bound to one manager, store and ring view."""
+
+    def __init__(
+        self,
+        manager: ReplicaManager,
+        store: Store,
+        view: RingView,
+        runtime: ReplicaRuntime,
+        algorithm: str,
+    ) -> None:
+        self._manager = manager
+        self._store = store
+        self._view = view
+        self._runtime = runtime
+        self._algorithm = algorithm
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/rep", self.rep),
+            web.post("/add", self.add),
+            web.delete("/rm", self.rm),
+            web.post("/rm", self.rm),
+            web.get("/lb/status", self.status),
+        ]
+
+    async def rep(self, request: web.Request) -> web.Response:
+        membership = await self._store.membership()
+        return _reply(200, replicas_body(membership.names))
+
+    async def add(self, request: web.Request) -> web.Response:
+        try:
+            n, hostnames = await parse_change(request, ADD_TOO_MANY_NAMES)
+            membership = await self._manager.add(n, hostnames)
+        except RequestError as exc:
+            return _reply(400, error_body(str(exc)))
+        except (RuntimeFailure, ConflictError) as exc:
+            return _reply(503, error_body(str(exc)))
+        return _reply(200, replicas_body(membership.names))
+
+    async def rm(self, request: web.Request) -> web.Response:
+        try:
+            n, hostnames = await parse_change(request, RM_TOO_MANY_NAMES)
+            membership = await self._manager.remove(n, hostnames)
+        except RequestError as exc:
+            return _reply(400, error_body(str(exc)))
+        except (RuntimeFailure, ConflictError) as exc:
+            return _reply(503, error_body(str(exc)))
+        return _reply(200, replicas_body(membership.names))
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Operator view: epoch, ring fingerprint and every replica's address, liveness, pid."""
+        snapshot = self._view.current
+        alive = await self._store.alive()
+        pids = {h.name: h.pid for h in await self._runtime.list()}
+        replicas = [
+            {
+                "name": r.name,
+                "server_id": server_id(r.name),
+                "index": r.index,
+                "weight": r.weight,
+                "address": r.address,
+                "alive": r.name in alive,
+                "pid": pids.get(r.name),
+            }
+            for r in snapshot.membership.replicas
+        ]
+        body = {
+            "epoch": snapshot.epoch,
+            "fingerprint": snapshot.fingerprint(),
+            "algorithm": self._algorithm,
+            "replicas": replicas,
+        }
+        return web.json_response(body)

@@ -1,0 +1,188 @@
+"""Settings: parsed once from defaults, an optional TOML file, ``LB_*`` env vars and CLI flags.
+
+Owns ``Settings`` (frozen) and ``load_settings``. Precedence, lowest first: field defaults, the
+file named by ``--config``/``LB_CONFIG``, environment ``LB_<FIELD>``, flags ``--<field>``
+(underscores become dashes). Only ``__main__`` calls ``load_settings`` with the real env/argv.
+Must not import: asyncio, aiohttp, redis, docker, or project modules other than the pure
+``balancer.hashing`` (for its option names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from balancer.errors import ConfigError
+from balancer.hashing import Algorithm, HashName, Probing, RingSettings
+from balancer.hashing.hashes import DEFAULT_SEED
+
+RuntimeName = Literal["process"]
+
+_HELP: dict[str, str] = {
+    "host": "address the balancer listens on",
+    "port": "port the balancer listens on",
+    "replicas": "N, replicas started at boot and kept through failures",
+    "max_replicas": "upper bound on replicas; /add beyond it is refused",
+    "algorithm": "key → replica algorithm: ring (default) or assignment (the literal scheme)",
+    "hash_name": "64-bit hash for the ring: xxh3 or blake2b (keyed)",
+    "hash_seed": "fixed seed of the hash; all instances must agree",
+    "points_per_weight": "ring points per weight unit (algorithm=ring)",
+    "slots": "M, slots of the assignment scheme",
+    "vnodes": "K, virtual servers per replica in the assignment scheme (default log2 M)",
+    "probing": "assignment scheme slot conflicts: linear or quadratic",
+    "key_source": "comma list tried in order: query:<name>, header:<name>, cookie:<name>, ip, "
+    "path; no match → a random 6-digit id",
+    "heartbeat_interval_s": "seconds between /heartbeat probes of each replica",
+    "heartbeat_timeout_s": "seconds a probe may take",
+    "heartbeat_fails": "consecutive failed probes that mark a replica dead",
+    "spawn_timeout_s": "seconds a new replica has to pass its first heartbeat",
+    "upstream_connect_timeout_s": "seconds to connect to a replica",
+    "upstream_timeout_s": "seconds for a whole proxied exchange",
+    "retries": "extra replicas tried when a replica refuses or drops a connection",
+    "runtime": "how replicas run: process (local processes on loopback)",
+    "replica_host": "loopback address replicas of the process runtime listen on",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of one balancer instance (see ``_HELP`` for each field's meaning)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5555
+    replicas: int = 3
+    max_replicas: int = 64
+    algorithm: Algorithm = "ring"
+    hash_name: HashName = "xxh3"
+    hash_seed: int = DEFAULT_SEED
+    points_per_weight: int = 160
+    slots: int = 512
+    vnodes: int | None = None
+    probing: Probing = "linear"
+    key_source: str = "query:id,header:x-request-id"
+    heartbeat_interval_s: float = 0.5
+    heartbeat_timeout_s: float = 0.5
+    heartbeat_fails: int = 2
+    spawn_timeout_s: float = 10.0
+    upstream_connect_timeout_s: float = 1.0
+    upstream_timeout_s: float = 30.0
+    retries: int = 2
+    runtime: RuntimeName = "process"
+    replica_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = ("slots", "points_per_weight", "heartbeat_fails", "max_replicas")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if not 0 <= self.port < 65536:
+            raise ConfigError("port must be in 0..65535")
+        if not 0 <= self.replicas <= self.max_replicas:
+            raise ConfigError("replicas must be in 0..max_replicas")
+        if self.vnodes is not None and self.vnodes < 1:
+            raise ConfigError("vnodes must be at least 1")
+        if self.retries < 0:
+            raise ConfigError("retries must be at least 0")
+        for name in (
+            "heartbeat_interval_s",
+            "heartbeat_timeout_s",
+            "spawn_timeout_s",
+            "upstream_connect_timeout_s",
+            "upstream_timeout_s",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive")
+
+    @property
+    def ring(self) -> RingSettings:
+        """The routing part of the settings, as the hashing core takes it."""
+        vnodes = self.vnodes or max(1, int(math.log2(self.slots)))
+        return RingSettings(
+            algorithm=self.algorithm,
+            hash_name=self.hash_name,
+            hash_seed=self.hash_seed,
+            points_per_weight=self.points_per_weight,
+            slots=self.slots,
+            vnodes=vnodes,
+            probing=self.probing,
+        )
+
+
+_HINTS = typing.get_type_hints(Settings)
+_FIELDS = [f.name for f in dataclasses.fields(Settings)]
+
+
+def load_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """Build ``Settings`` from a command line (without the program name) and an environment.
+
+    Raises:
+        ConfigError: on an unknown key in the file, or a value of the wrong type or range.
+        SystemExit: on ``--help`` or a malformed command line (argparse's behaviour).
+    """
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    values: dict[str, Any] = {}
+    config_path = args.config or env.get("LB_CONFIG")
+    if config_path:
+        values.update(_read_file(Path(config_path)))
+    for name in _FIELDS:
+        raw = env.get(f"LB_{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    for name in _FIELDS:
+        raw = getattr(args, name)
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    return Settings(**values)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lb-balancer",
+        description="Consistent-hashing HTTP load balancer. Every flag also reads LB_<FLAG>.",
+    )
+    parser.add_argument("--config", help="TOML file with any of the settings below")
+    for name in _FIELDS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=_HELP.get(name))
+    return parser
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown settings in {path}: {', '.join(unknown)}")
+    return {name: _coerce(name, value) for name, value in data.items()}
+
+
+def _coerce(name: str, raw: object) -> object:
+    """Convert a string (env/flag) or TOML value to the field's declared type."""
+    hint = _HINTS[name]
+    options = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):  # ``int | None``: only the int part is settable
+        hint = next(t for t in options if t is not type(None))
+    if typing.get_origin(hint) is Literal:
+        if raw not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}; got {raw!r}")
+        return raw
+    try:
+        if hint is int:
+            return int(str(raw), 0)
+        if hint is float:
+            return float(str(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a {hint.__name__}; got {raw!r}") from exc
+    return str(raw)

@@ -1,0 +1,179 @@
+"""Membership changes: add, remove and replace replicas, one change at a time.
+
+Owns ``ReplicaManager``, the only writer of membership. It checks a change against the current
+membership (names taken, names unknown, limits), starts replicas through the runtime and lets them
+into the ring only after their first passed heartbeat, commits with the epoch it read (retrying a
+lost race against another writer), and stops replicas only after they have left the ring.
+Must not import: aiohttp (the session arrives as a ready-made probe function), redis, docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from balancer.errors import ConflictError, RequestError, RuntimeFailure
+from balancer.names import generate_name, server_id
+from balancer.runtime import ReplicaHandle, ReplicaRuntime
+from balancer.store import Membership, Replica, Store
+
+log = logging.getLogger(__name__)
+
+WaitReady = Callable[[str], Awaitable[None]]  # address → returns once it passed a heartbeat
+OnChange = Callable[[], Awaitable[object]]
+
+_COMMIT_ATTEMPTS = 5
+_SPAWN_CONCURRENCY = 8
+
+
+class ReplicaManager:
+    """Serialises membership changes of this instance (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: ReplicaRuntime,
+        wait_ready: WaitReady,
+        on_change: OnChange,
+        *,
+        max_replicas: int,
+        alive_ttl_s: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._runtime = runtime
+        self._wait_ready = wait_ready
+        self._on_change = on_change
+        self._max_replicas = max_replicas
+        self._alive_ttl_s = alive_ttl_s
+        self._rng = rng or random.Random()
+        self._lock = asyncio.Lock()
+        self._spawn_slots = asyncio.Semaphore(_SPAWN_CONCURRENCY)
+
+    async def add(self, n: int, hostnames: Sequence[str]) -> Membership:
+        """Start ``n`` replicas (``hostnames`` first, generated names for the rest) and add them.
+
+        Raises:
+            RequestError: a name is taken, or the total would exceed ``max_replicas``.
+            RuntimeFailure: a replica did not start; none of the ``n`` is added.
+        """
+        async with self._lock:
+            current = await self._store.membership()
+            if len(current.replicas) + n > self._max_replicas:
+                raise RequestError(
+                    f"Adding {n} instances would exceed the limit of {self._max_replicas} replicas"
+                )
+            names = self._new_names(current, n, hostnames)
+            handles = await self._spawn_ready(names)
+            try:
+                return await self._commit(lambda m: self._with_added(m, handles))
+            except BaseException:
+                await self._stop_all(h.name for h in handles)
+                raise
+
+    async def remove(self, n: int, hostnames: Sequence[str]) -> Membership:
+        """Remove ``hostnames`` plus ``n - len(hostnames)`` random others, then stop them.
+
+        Raises:
+            RequestError: an unknown name, or more replicas than exist.
+        """
+        async with self._lock:
+            current = await self._store.membership()
+            if n > len(current.replicas):
+                raise RequestError(
+                    f"Cannot remove {n} instances: only {len(current.replicas)} replicas exist"
+                )
+            unknown = [h for h in hostnames if current.get(h) is None]
+            if unknown:
+                raise RequestError(f"Unknown replica hostname(s): {', '.join(unknown)}")
+            others = [name for name in current.names if name not in hostnames]
+            victims = list(hostnames) + self._rng.sample(others, n - len(hostnames))
+            result = await self._commit(lambda m: self._without(m, victims))
+            await self._stop_all(victims)
+            return result
+
+    async def evict(self, name: str) -> bool:
+        """Take a failed replica out of the ring and stop it.
+
+        Returns:
+            False when it was no longer a member (removed by ``/rm`` meanwhile): no replacement
+            is owed then.
+        """
+        async with self._lock:
+            if (await self._store.membership()).get(name) is None:
+                return False
+            await self._commit(lambda m: self._without(m, [name]))
+            await self._stop_all([name])
+            return True
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _new_names(self, current: Membership, n: int, hostnames: Sequence[str]) -> list[str]:
+        taken = {server_id(name) for name in current.names}
+        clashes = [h for h in hostnames if server_id(h) in taken]
+        if clashes:
+            raise RequestError(f"Replica hostname(s) already in use: {', '.join(clashes)}")
+        names = list(hostnames)
+        taken.update(server_id(h) for h in names)
+        while len(names) < n:
+            names.append(generate_name(taken))
+            taken.add(server_id(names[-1]))
+        return names
+
+    async def _spawn_ready(self, names: Sequence[str]) -> list[ReplicaHandle]:
+        results = await asyncio.gather(
+            *(self._spawn_one(name) for name in names), return_exceptions=True
+        )
+        handles = [r for r in results if isinstance(r, ReplicaHandle)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self._stop_all(h.name for h in handles)
+            for err in errors:
+                if not isinstance(err, Exception):
+                    raise err  # cancellation and friends propagate as they are
+            raise RuntimeFailure(f"failed to start replicas: {errors[0]}") from errors[0]
+        return handles
+
+    async def _spawn_one(self, name: str) -> ReplicaHandle:
+        async with self._spawn_slots:
+            handle = await self._runtime.spawn(name, server_id(name))
+            try:
+                await self._wait_ready(handle.address)
+            except BaseException:
+                await self._runtime.stop(name)
+                raise
+            await self._store.mark_alive(name, self._alive_ttl_s)
+            return handle
+
+    def _with_added(self, current: Membership, handles: Sequence[ReplicaHandle]) -> list[Replica]:
+        replicas = list(current.replicas)
+        taken = {server_id(r.name) for r in replicas}
+        for handle in handles:
+            if server_id(handle.name) in taken:
+                raise RequestError(f"Replica hostname(s) already in use: {handle.name}")
+            index = Membership(0, tuple(replicas)).free_index()
+            replicas.append(Replica(handle.name, index, handle.address))
+        return replicas
+
+    @staticmethod
+    def _without(current: Membership, names: Sequence[str]) -> list[Replica]:
+        return [r for r in current.replicas if r.name not in names]
+
+    async def _commit(self, change: Callable[[Membership], list[Replica]]) -> Membership:
+        """Apply ``change`` to the latest membership, retrying if another writer got there first."""
+        for _ in range(_COMMIT_ATTEMPTS):
+            current = await self._store.membership()
+            committed = await self._store.commit(change(current), expected_epoch=current.epoch)
+            if committed is not None:
+                log.info("membership epoch %d: %s", committed.epoch, ", ".join(committed.names))
+                try:
+                    await self._on_change()
+                except Exception:  # the change is committed; the ring watcher catches up
+                    log.exception("ring refresh after epoch %d failed", committed.epoch)
+                return committed
+        raise ConflictError("membership kept changing under this update; try again")
+
+    async def _stop_all(self, names: Iterable[str]) -> None:
+        await asyncio.gather(*(self._runtime.stop(n) for n in list(names)))

@@ -1,0 +1,84 @@
+"""The ring every request is routed on: one immutable snapshot, rebuilt from the store.
+
+Owns ``Snapshot`` and ``RingView``. A snapshot is built only from (epoch, member set, ring
+settings); a change builds a new snapshot and swaps the reference, so a request in flight keeps
+the snapshot it started with and never sees a half-built ring. The view reloads on a store change
+hint and on a timer, because hints can be lost.
+Must not import: aiohttp, redis, docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import xxhash
+
+from balancer.hashing import Ring, RingSettings, build_ring
+from balancer.store import Membership, Store
+
+log = logging.getLogger(__name__)
+
+_FINGERPRINT_KEYS = [f"fingerprint-{i}" for i in range(256)]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What routing needs at one epoch: the ring and where each member listens."""
+
+    membership: Membership
+    ring: Ring
+    addresses: dict[str, str] = field(hash=False)
+
+    @property
+    def epoch(self) -> int:
+        return self.membership.epoch
+
+    def fingerprint(self) -> str:
+        """A short digest of the built ring's answers, equal on instances that agree."""
+        if not self.ring.members:
+            return "empty"
+        owners = "|".join(self.ring.lookup(k) for k in _FINGERPRINT_KEYS)
+        return xxhash.xxh3_64_hexdigest(f"{','.join(self.ring.members)}/{owners}".encode())
+
+
+def build_snapshot(membership: Membership, settings: RingSettings) -> Snapshot:
+    ring = build_ring((r.member() for r in membership.replicas), settings)
+    addresses = {r.name: r.address for r in membership.replicas}
+    return Snapshot(membership, ring, addresses)
+
+
+class RingView:
+    """Holds the current snapshot and keeps it in step with the store."""
+
+    def __init__(self, store: Store, settings: RingSettings, *, resync_s: float = 5.0) -> None:
+        self._store = store
+        self._settings = settings
+        self._resync_s = resync_s
+        self.current = build_snapshot(Membership(), settings)
+
+    async def refresh(self) -> Snapshot:
+        """Reload membership and swap in a new snapshot if the epoch moved."""
+        membership = await self._store.membership()
+        if membership.epoch != self.current.epoch:
+            self.current = build_snapshot(membership, self._settings)
+            log.info(
+                "ring rebuilt: epoch=%d members=%d fingerprint=%s",
+                membership.epoch,
+                len(membership.replicas),
+                self.current.fingerprint(),
+            )
+        return self.current
+
+    async def watch(self) -> None:
+        """Refresh on every change hint and at least every ``resync_s`` seconds; runs forever."""
+        while True:
+            try:
+                await self._store.wait_for_change(self.current.epoch, self._resync_s)
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ring refresh failed; keeping epoch %d", self.current.epoch)
+                await asyncio.sleep(1.0)

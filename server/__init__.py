@@ -1,0 +1,1 @@
+"""The replica server of the assignment: ``GET /home`` and ``GET /heartbeat``."""
