@@ -1,0 +1,173 @@
+"""The real thing: ``python -m balancer`` with the process runtime, driven over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[1][0] != "Z"
+
+
+class RunningBalancer:
+    def __init__(self, log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "balancer", "--port", str(self.port), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"balancer exited: {self.log_path.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("balancer did not start listening")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def balancer(tmp_path: Path) -> Iterator[RunningBalancer]:
+    lb = RunningBalancer(tmp_path / "balancer.log")
+    try:
+        lb.wait_ready()
+        yield lb
+    finally:
+        lb.stop()
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> dict:  # type: ignore[type-arg]
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+async def test_10k_concurrent_requests_spread_over_3_replicas(balancer: RunningBalancer) -> None:
+    counts: collections.Counter[str] = collections.Counter()
+    failures = 0
+
+    async with aiohttp.ClientSession() as session:  # the reference client: default connector
+
+        async def one() -> None:
+            nonlocal failures
+            try:
+                async with session.get(f"{balancer.url}/home") as resp:
+                    body = await resp.json()
+                    if resp.status != 200:
+                        failures += 1
+                        return
+                    counts[body["message"].split()[-1]] += 1
+            except aiohttp.ClientError:
+                failures += 1
+
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(10_000))), 120)
+        took = time.monotonic() - started
+    print(f"10k requests in {took:.2f}s; spread {dict(counts)}")
+    assert failures == 0
+    assert set(counts) == {"1", "2", "3"}
+    assert sum(counts.values()) == 10_000
+    # Random 6-digit ids over a 160-point ring: every replica well above a quarter.
+    assert min(counts.values()) > 2_500, counts
+
+
+async def test_sigkill_replica_is_replaced_within_3s(balancer: RunningBalancer) -> None:
+    async with aiohttp.ClientSession() as session:
+        status = await get_json(session, f"{balancer.url}/lb/status")
+        victim = status["replicas"][1]
+        os.kill(victim["pid"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        while True:
+            rep = (await get_json(session, f"{balancer.url}/rep"))["message"]
+            if victim["name"] not in rep["replicas"] and rep["N"] == 3:
+                break
+            assert time.monotonic() - killed_at < 3.0, f"not replaced in 3 s: {rep}"
+            await asyncio.sleep(0.02)
+        took = time.monotonic() - killed_at
+        print(f"replaced in {took:.2f}s")
+        new = [n for n in rep["replicas"] if n not in {r["name"] for r in status["replicas"]}]
+        assert len(new) == 1
+        served = set()
+        for i in range(200):
+            body = await get_json(session, f"{balancer.url}/home?id={i}")
+            served.add(body["message"].split()[-1])
+        assert served == {n.removeprefix("Server ") for n in rep["replicas"]}
+
+
+async def test_add_then_rm_change_n_and_only_then(balancer: RunningBalancer) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{balancer.url}/add", json={"n": 2, "hostnames": ["S5"]}) as r:
+            assert r.status == 200
+            added = (await r.json())["message"]
+        assert added["N"] == 5 and "S5" in added["replicas"]
+        await asyncio.sleep(1.5)  # several heartbeat rounds: nothing else changes N
+        assert (await get_json(session, f"{balancer.url}/rep"))["message"] == added
+        async with session.delete(f"{balancer.url}/rm", json={"n": 3}) as r:
+            assert r.status == 200
+            removed = (await r.json())["message"]
+        assert removed["N"] == 2
+        await asyncio.sleep(1.5)  # a removal is never respawned
+        assert (await get_json(session, f"{balancer.url}/rep"))["message"] == removed
+        status = await get_json(session, f"{balancer.url}/lb/status")
+        assert [r["name"] for r in status["replicas"]] == removed["replicas"]
+        assert all(r["alive"] and r["pid"] for r in status["replicas"])
+
+
+def test_sigint_stops_every_replica(tmp_path: Path) -> None:
+    lb = RunningBalancer(tmp_path / "balancer.log", "--replicas", "2")
+    try:
+        lb.wait_ready()
+        status = asyncio.run(_status(lb.url))
+        pids = [r["pid"] for r in status["replicas"]]
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+    finally:
+        lb.stop()
+    assert lb.proc.returncode == 0
+    assert not any(pid_alive(p) for p in pids)
+
+
+async def _status(url: str) -> dict:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession() as session:
+        return await get_json(session, f"{url}/lb/status")
