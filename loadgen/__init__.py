@@ -1,1 +1,1 @@
-"""Load driver for the assignment's analysis tasks (filled in by the observability issue)."""
+"""HTTP-only load driver for the assignment's analysis tasks (A-1 spread so far)."""

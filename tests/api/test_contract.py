@@ -75,10 +75,13 @@ async def test_unknown_path_is_contract_error(lb: Balancer, path: str) -> None:
     assert resp.status == 400
     assert resp.headers["Content-Type"] == "application/json"
     real = {"/a%20b": "/a b"}.get(path, path)
-    assert await resp.read() == (
-        f'{{"message": "<Error> \'{real}\' endpoint does not exist in server replicas", '
-        f'"status": "failure"}}'
-    ).encode()
+    assert (
+        await resp.read()
+        == (
+            f'{{"message": "<Error> \'{real}\' endpoint does not exist in server replicas", '
+            f'"status": "failure"}}'
+        ).encode()
+    )
 
 
 async def test_add_example_from_spec(lb: Balancer) -> None:
@@ -200,8 +203,10 @@ RM_EDGE_CASES = [
     (b'{"n": 0}', "'n' must be a positive integer"),
     (b'{"n": 4}', "Cannot remove 4 instances: only 3 replicas exist"),
     (b'{"n": 1, "hostnames": ["S9"]}', "Unknown replica hostname(s): S9"),
-    (b'{"n": 2, "hostnames": ["Server 1", "Server 1"]}',
-     "Duplicate hostname(s) in request: Server 1"),
+    (
+        b'{"n": 2, "hostnames": ["Server 1", "Server 1"]}',
+        "Duplicate hostname(s) in request: Server 1",
+    ),
 ]
 
 
@@ -212,3 +217,15 @@ async def test_rm_edge_cases_change_nothing(lb: Balancer, body: bytes, message: 
     assert await resp.read() == f'{{"message": "<Error> {message}", "status": "failure"}}'.encode()
     assert await lb.names() == ["Server 1", "Server 2", "Server 3"]
     assert lb.runtime.stopped == []
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/add"), ("GET", "/rm"), ("PUT", "/rep")])
+async def test_admin_paths_with_other_methods_fall_through(
+    lb: Balancer, method: str, path: str
+) -> None:
+    resp = await lb.client.request(method, path)
+    assert resp.status == 400
+    assert (await resp.json())["message"] == (
+        f"<Error> '{path}' endpoint does not exist in server replicas"
+    )
+    assert await lb.names() == ["Server 1", "Server 2", "Server 3"]

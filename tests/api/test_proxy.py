@@ -1,4 +1,4 @@
-"""Proxy behaviour (forwarding, status relay, retries) and failure handling over in-process replicas."""
+"""Proxy behaviour (forwarding, status relay, retries) and failure handling."""
 
 from __future__ import annotations
 
@@ -53,8 +53,13 @@ async def test_query_string_and_body_forwarded_untouched(make_balancer: Balancer
 async def test_hop_by_hop_headers_not_forwarded(make_balancer: BalancerFactory) -> None:
     lb = await make_balancer(InProcessRuntime(echo_app))
     resp = await lb.client.get(
-        "/h", headers={"Connection": "keep-alive, X-Secret", "Keep-Alive": "timeout=5",
-                       "Proxy-Authorization": "Basic eA==", "X-Forwarded-For": "10.0.0.1"},
+        "/h",
+        headers={
+            "Connection": "keep-alive, X-Secret",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic eA==",
+            "X-Forwarded-For": "10.0.0.1",
+        },
     )
     seen = (await resp.json())["headers"]
     assert "keep-alive" not in seen and "proxy-authorization" not in seen
