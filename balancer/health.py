@@ -112,6 +112,6 @@ class HealthMonitor:
         count = self.failures.get(name, 0) + 1
         self.failures[name] = count
         log.warning("heartbeat of %s failed (%d/%d)", name, count, self._fails)
-        if count == self._fails:
+        if count >= self._fails:  # repeated while it stays a member; the supervisor dedups
             await self._store.mark_dead(name)
             await self._on_dead(name)

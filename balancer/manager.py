@@ -105,7 +105,7 @@ class ReplicaManager:
             if (await self._store.membership()).get(name) is None:
                 return False
             await self._commit(lambda m: self._without(m, [name]))
-            await self._stop_all([name])
+            await self._runtime.stop(name, force=True)
             return True
 
     # -- helpers ---------------------------------------------------------------------------

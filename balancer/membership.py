@@ -57,9 +57,18 @@ class RingView:
         self._settings = settings
         self._resync_s = resync_s
         self.current = build_snapshot(Membership(), settings)
+        self._refreshing = asyncio.Lock()
 
     async def refresh(self) -> Snapshot:
-        """Reload membership and swap in a new snapshot if the epoch moved."""
+        """Reload membership and swap in a new snapshot if the epoch moved.
+
+        Refreshes run one at a time, so a slow reload can never swap in an older epoch after a
+        faster one swapped in a newer one.
+        """
+        async with self._refreshing:
+            return await self._reload()
+
+    async def _reload(self) -> Snapshot:
         membership = await self._store.membership()
         if membership.epoch != self.current.epoch:
             self.current = build_snapshot(membership, self._settings)

@@ -75,14 +75,14 @@ class ProcessRuntime:
         )
         return handle
 
-    async def stop(self, name: str) -> None:
+    async def stop(self, name: str, *, force: bool = False) -> None:
         child = self._children.pop(name, None)
         if child is None:
             return
         process = child.process
         if process.returncode is None:
             with suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGKILL if force else signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), self._stop_grace_s)
             except TimeoutError:

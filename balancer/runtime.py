@@ -34,8 +34,12 @@ class ReplicaRuntime(Protocol):
         """
         ...
 
-    async def stop(self, name: str) -> None:
-        """Stop a replica (gracefully, then forcibly); unknown names are ignored."""
+    async def stop(self, name: str, *, force: bool = False) -> None:
+        """Stop a replica; unknown names are ignored.
+
+        Args:
+            force: kill at once (the replica failed) instead of a graceful stop with a deadline.
+        """
         ...
 
     async def list(self) -> list[ReplicaHandle]:

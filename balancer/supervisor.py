@@ -1,7 +1,7 @@
 """Keeps N: boots the initial replicas and replaces every replica that fails.
 
 Owns ``Supervisor``. The health monitor reports a dead replica; the supervisor evicts it (out of
-the ring, process stopped) and owes one replacement, which it starts under a NEW random name,
+the ring, process killed) and owes one replacement, which it starts under a NEW random name,
 retrying with backoff until it passes its first heartbeat. A replica removed with ``/rm`` is never
 replaced: eviction of a name that is no longer a member owes nothing.
 Must not import: aiohttp, redis, docker.
@@ -29,52 +29,68 @@ class Supervisor:
         self._store = store
         self._backoff = backoff or Backoff()
         self._dead: asyncio.Queue[str] = asyncio.Queue()
+        self._reported: set[str] = set()
         self.owed = 0
         self.replaced = 0
 
     async def on_dead(self, name: str) -> None:
-        """Called by the health monitor; returns at once."""
-        self._dead.put_nowait(name)
+        """Called by the health monitor (possibly every round); returns at once."""
+        if name not in self._reported:
+            self._reported.add(name)
+            self._dead.put_nowait(name)
 
     async def bootstrap(self, count: int) -> None:
-        """Start ``Server 1`` … ``Server count`` when the membership is empty."""
+        """Start ``Server 1`` … ``Server count`` when the membership is empty.
+
+        One attempt, so a healthy start is ready before the balancer listens; if it fails, the
+        replicas are owed and ``run`` keeps trying (with generated names) while the balancer
+        already answers, with 503 until the first replica is up.
+        """
         if (await self._store.membership()).replicas or count == 0:
             return
-        failures = 0
-        while True:
-            try:
-                await self._manager.add(count, initial_names(count))
-                return
-            except LBError as exc:
-                failures += 1
-                delay = self._backoff.compute(failures)
-                log.error("could not start the initial replicas (%s); retry in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+        try:
+            await self._manager.add(count, initial_names(count))
+        except LBError as exc:
+            self.owed += count
+            log.error("could not start the initial replicas (%s); retrying in the background", exc)
 
     async def run(self) -> None:
         """Evict dead replicas and start their replacements, forever."""
         failures = 0
         while True:
-            if self.owed == 0:
-                await self._evict(await self._dead.get())
-            while not self._dead.empty():
-                await self._evict(self._dead.get_nowait())
-            if self.owed == 0:
-                continue
             try:
-                membership = await self._manager.add(1, [])
-            except LBError as exc:
+                await self._step()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
                 failures += 1
                 delay = self._backoff.compute(failures)
-                log.error("replacement failed (%s); %d owed, retry in %.1fs", exc, self.owed, delay)
+                log.error(
+                    "supervisor: %s; %d owed, retry in %.1fs",
+                    exc,
+                    self.owed,
+                    delay,
+                    exc_info=not isinstance(exc, LBError),
+                )
                 await asyncio.sleep(delay)
-                continue
-            failures = 0
+
+    async def _step(self) -> None:
+        """Wait for work if none is owed, evict every reported replica, start one replacement."""
+        if self.owed == 0 and self._dead.empty():
+            self._dead.put_nowait(await self._dead.get())
+        while not self._dead.empty():
+            name = self._dead.get_nowait()
+            try:
+                if await self._manager.evict(name):
+                    self.owed += 1
+                    log.warning("replica %s failed and was evicted; starting a replacement", name)
+            except BaseException:
+                self._dead.put_nowait(name)  # try the eviction again next step
+                raise
+            self._reported.discard(name)
+        if self.owed:
+            membership = await self._manager.add(1, [])
             self.owed -= 1
             self.replaced += 1
             log.info("replacement %s started; N=%d", membership.names[-1], len(membership.replicas))
-
-    async def _evict(self, name: str) -> None:
-        if await self._manager.evict(name):
-            self.owed += 1
-            log.warning("replica %s failed and was evicted; starting a replacement", name)

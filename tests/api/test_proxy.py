@@ -170,3 +170,18 @@ async def test_assignment_mode_routes_by_the_literal_scheme(make_balancer: Balan
         owner = await owner_of(lb, str(k))
         counts[owner] = counts.get(owner, 0) + 1
     assert max(counts.values()) / 600 > 0.7  # the known skew of the literal formulas
+
+
+async def test_failed_bootstrap_is_completed_in_the_background(
+    make_balancer: BalancerFactory,
+) -> None:
+    runtime = InProcessRuntime()
+    runtime.fail_next_spawns = 1
+    lb = await make_balancer(runtime)
+    assert (await lb.client.get("/home")).status in (200, 503)  # serving while it recovers
+
+    async def three() -> bool:
+        return len(await lb.names()) == 3
+
+    await eventually(three, timeout_s=10.0)
+    assert (await lb.client.get("/home")).status == 200

@@ -113,11 +113,13 @@ async def test_10k_concurrent_requests_spread_over_3_replicas(balancer: RunningB
     assert min(counts.values()) > 2_500, counts
 
 
-async def test_sigkill_replica_is_replaced_within_3s(balancer: RunningBalancer) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP])
+async def test_failed_replica_is_replaced_within_3s(balancer: RunningBalancer, sig: int) -> None:
+    """SIGKILL: connections refused. SIGSTOP: a hung replica, heartbeats time out."""
     async with aiohttp.ClientSession() as session:
         status = await get_json(session, f"{balancer.url}/lb/status")
         victim = status["replicas"][1]
-        os.kill(victim["pid"], signal.SIGKILL)
+        os.kill(victim["pid"], sig)
         killed_at = time.monotonic()
         while True:
             rep = (await get_json(session, f"{balancer.url}/rep"))["message"]
@@ -126,7 +128,7 @@ async def test_sigkill_replica_is_replaced_within_3s(balancer: RunningBalancer) 
             assert time.monotonic() - killed_at < 3.0, f"not replaced in 3 s: {rep}"
             await asyncio.sleep(0.02)
         took = time.monotonic() - killed_at
-        print(f"replaced in {took:.2f}s")
+        print(f"{signal.Signals(sig).name}: replaced in {took:.2f}s")
         new = [n for n in rep["replicas"] if n not in {r["name"] for r in status["replicas"]}]
         assert len(new) == 1
         served = set()
@@ -134,6 +136,7 @@ async def test_sigkill_replica_is_replaced_within_3s(balancer: RunningBalancer) 
             body = await get_json(session, f"{balancer.url}/home?id={i}")
             served.add(body["message"].split()[-1])
         assert served == {n.removeprefix("Server ") for n in rep["replicas"]}
+    assert not pid_alive(victim["pid"])  # a hung replica is killed, not left stopped
 
 
 async def test_add_then_rm_change_n_and_only_then(balancer: RunningBalancer) -> None:

@@ -40,7 +40,7 @@ class InProcessRuntime:
         self.spawned.append(name)
         return handle
 
-    async def stop(self, name: str) -> None:
+    async def stop(self, name: str, *, force: bool = False) -> None:
         entry = self._runners.pop(name, None)
         if entry is not None:
             await entry[1].cleanup()
