@@ -25,6 +25,7 @@ from balancer.hashing import Algorithm, HashName, Probing, RingSettings
 from balancer.hashing.hashes import DEFAULT_SEED
 
 RuntimeName = Literal["process"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 _HELP: dict[str, str] = {
     "host": "address the balancer listens on",
@@ -78,7 +79,7 @@ class Settings:
     retries: int = 2
     runtime: RuntimeName = "process"
     replica_host: str = "127.0.0.1"
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
 
     def __post_init__(self) -> None:
         positive = ("slots", "points_per_weight", "heartbeat_fails", "max_replicas")
@@ -91,6 +92,8 @@ class Settings:
             raise ConfigError("replicas must be in 0..max_replicas")
         if self.vnodes is not None and self.vnodes < 1:
             raise ConfigError("vnodes must be at least 1")
+        if not 0 <= self.hash_seed < 2**64:
+            raise ConfigError("hash_seed must be in [0, 2**64)")
         if self.retries < 0:
             raise ConfigError("retries must be at least 0")
         for name in (
@@ -180,7 +183,8 @@ def _coerce(name: str, raw: object) -> object:
         return raw
     try:
         if hint is int:
-            return int(str(raw), 0)
+            text = str(raw).strip()
+            return int(text, 0) if text[:2].lower() in ("0x", "0o", "0b") else int(text)
         if hint is float:
             return float(str(raw))
     except ValueError as exc:

@@ -54,6 +54,9 @@ class AssignmentRing:
         """
         if slots < 1 or vnodes < 1:
             raise ValueError("slots and vnodes must be at least 1")
+        members = list(members)
+        if any(m.weight < 0 for m in members):
+            raise ValueError("negative weight")
         placed = sorted((m for m in members if m.weight > 0), key=lambda m: (m.index, m.name))
         _check_unique(placed)
         self.slots = slots
@@ -75,10 +78,10 @@ class AssignmentRing:
         return self._members
 
     def request_id(self, key: str) -> int:
-        """The ``Rid`` of a key: the key itself when it is a decimal number."""
+        """The ``Rid`` of a key: the key itself when it is a decimal number, else a 6-digit id."""
         if key.isdecimal() and key.isascii():
             return int(key)
-        return self._hash(key.encode()) % 1_000_000
+        return 100_000 + self._hash(key.encode()) % 900_000
 
     def lookup(self, key: str) -> str:
         if not self._members:
@@ -91,6 +94,8 @@ class AssignmentRing:
         if not self._members:
             raise NoReplicasError("no virtual server is placed")
         want = min(count, len(self._members))
+        if want <= 0:
+            return []
         start = request_slot(self.request_id(key), self.slots)
         found: list[str] = []
         for step in range(self.slots):

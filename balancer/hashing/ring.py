@@ -65,6 +65,8 @@ class HashRing:
         if not points:
             raise NoReplicasError("the ring is empty")
         want = min(count, len(self._members))
+        if want <= 0:
+            return []
         start = bisect_left(points, self._hash(key.encode()))
         found: list[str] = []
         owners = self._owners

@@ -1,0 +1,217 @@
+"""``load_settings``: precedence, coercion and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from balancer.config import Settings, load_settings
+from balancer.errors import ConfigError
+from balancer.hashing.hashes import DEFAULT_SEED
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "lb.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults() -> None:
+    s = load_settings([], {})
+    assert s == Settings()
+    assert (s.host, s.port, s.replicas, s.max_replicas) == ("127.0.0.1", 5555, 3, 64)
+    assert (s.algorithm, s.hash_name, s.hash_seed) == ("ring", "xxh3", DEFAULT_SEED)
+    assert (s.slots, s.vnodes, s.probing) == (512, None, "linear")
+
+
+def test_precedence_file_env_cli(tmp_path: Path) -> None:
+    config = write(tmp_path, 'port = 6000\nreplicas = 4\nalgorithm = "assignment"\nslots = 256\n')
+    env = {"LB_PORT": "7000", "LB_REPLICAS": "5"}
+    cli = ["--config", config, "--port", "8000"]
+
+    s = load_settings(["--config", config], {})
+    assert (s.port, s.replicas, s.algorithm, s.slots) == (6000, 4, "assignment", 256)
+
+    s = load_settings(["--config", config], env)
+    assert (s.port, s.replicas, s.algorithm, s.slots) == (7000, 5, "assignment", 256)
+
+    s = load_settings(cli, env)
+    assert (s.port, s.replicas, s.algorithm, s.slots) == (8000, 5, "assignment", 256)
+
+    s = load_settings(["--port", "8000"], env)  # no file: defaults under env under flags
+    assert (s.port, s.replicas, s.algorithm, s.slots) == (8000, 5, "ring", 512)
+
+
+def test_config_path_from_env(tmp_path: Path) -> None:
+    config = write(tmp_path, "port = 6001\n")
+    assert load_settings([], {"LB_CONFIG": config}).port == 6001
+    other = tmp_path / "other.toml"
+    other.write_text("port = 6002\n")
+    # --config wins over LB_CONFIG.
+    assert load_settings(["--config", str(other)], {"LB_CONFIG": config}).port == 6002
+
+
+def test_flags_use_dashes_and_every_type_is_coerced() -> None:
+    s = load_settings(
+        [
+            "--heartbeat-interval-s",
+            "0.25",
+            "--hash-seed",
+            "0x10",
+            "--points-per-weight=40",
+            "--key-source",
+            "ip",
+            "--vnodes",
+            "4",
+            "--hash-name",
+            "blake2b",
+            "--probing",
+            "quadratic",
+        ],
+        {"LB_UPSTREAM_TIMEOUT_S": "2.5", "LB_LOG_LEVEL": "DEBUG"},
+    )
+    assert s.heartbeat_interval_s == 0.25
+    assert s.hash_seed == 16
+    assert s.points_per_weight == 40
+    assert s.key_source == "ip"
+    assert s.vnodes == 4
+    assert s.ring.vnodes == 4
+    assert (s.hash_name, s.probing) == ("blake2b", "quadratic")
+    assert s.upstream_timeout_s == 2.5
+    assert s.log_level == "DEBUG"
+
+
+def test_toml_values_are_coerced(tmp_path: Path) -> None:
+    config = write(tmp_path, 'heartbeat_fails = 5\nspawn_timeout_s = 3\nhost = "0.0.0.0"\n')
+    s = load_settings(["--config", config], {})
+    assert s.heartbeat_fails == 5
+    assert s.spawn_timeout_s == 3.0
+    assert isinstance(s.spawn_timeout_s, float)
+    assert s.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        ([], {"LB_PORT": "abc"}),
+        (["--replicas", "2.5"], {}),
+        (["--heartbeat-interval-s", "fast"], {}),
+        ([], {"LB_HASH_SEED": "seed"}),
+        ([], {"LB_VNODES": "nine"}),
+    ],
+)
+def test_type_errors_raise_config_error(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(argv, env)
+
+
+@pytest.mark.parametrize("text", ["port = 1.5\n", "port = true\n", "retries = [1]\n"])
+def test_toml_type_errors_raise_config_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(["--config", write(tmp_path, text)], {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--algorithm", "rendezvous"], {}),
+        ([], {"LB_HASH_NAME": "md5"}),
+        (["--probing=cubic"], {}),
+        ([], {"LB_RUNTIME": "docker-swarm"}),
+        (["--algorithm", "Ring"], {}),  # choices are case-sensitive
+    ],
+)
+def test_literal_choices_are_validated(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="must be one of"):
+        load_settings(argv, env)
+
+
+def test_literal_choices_in_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="algorithm"):
+        load_settings(["--config", write(tmp_path, "algorithm = 1\n")], {})
+    with pytest.raises(ConfigError, match="hash_name"):
+        load_settings(["--config", write(tmp_path, 'hash_name = "sha1"\n')], {})
+
+
+def test_unknown_file_keys_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bogus"):
+        load_settings(["--config", write(tmp_path, "port = 6000\nbogus = 1\n")], {})
+    with pytest.raises(ConfigError, match="config"):  # --config itself is not a setting
+        load_settings(["--config", write(tmp_path, 'config = "x.toml"\n')], {})
+
+
+def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(["--config", str(tmp_path / "missing.toml")], {})
+    with pytest.raises(ConfigError):
+        load_settings(["--config", write(tmp_path, "port = = 1\n")], {})
+
+
+def test_unknown_env_vars_are_ignored() -> None:
+    assert load_settings([], {"LB_NOT_A_SETTING": "1", "PORT": "1"}) == Settings()
+
+
+@pytest.mark.parametrize(("slots", "vnodes"), [(512, 9), (1024, 10), (1000, 9), (2, 1), (1, 1)])
+def test_vnodes_default_is_log2_slots(slots: int, vnodes: int) -> None:
+    s = load_settings(["--slots", str(slots)], {})
+    assert s.vnodes is None
+    assert s.ring.vnodes == vnodes
+    assert s.ring.slots == slots
+
+
+def test_ring_settings_carry_the_routing_fields() -> None:
+    s = load_settings(
+        ["--algorithm", "assignment", "--hash-seed", "7", "--points-per-weight", "3"], {}
+    )
+    ring = s.ring
+    assert (ring.algorithm, ring.hash_seed, ring.points_per_weight) == ("assignment", 7, 3)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--port=65536"],
+        ["--port=-1"],
+        ["--replicas=65"],  # > default max_replicas 64
+        ["--replicas=5", "--max-replicas=4"],
+        ["--replicas=-1"],
+        ["--max-replicas=0", "--replicas=0"],
+        ["--slots=0"],
+        ["--points-per-weight=0"],
+        ["--heartbeat-fails=0"],
+        ["--vnodes=0"],
+        ["--retries=-1"],
+        ["--heartbeat-interval-s=0"],
+        ["--upstream-timeout-s=-1"],
+        ["--spawn-timeout-s=nan"],
+    ],
+)
+def test_invalid_ranges_raise_config_error(argv: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(argv, {})
+
+
+@pytest.mark.parametrize(
+    "argv", [["--port=0"], ["--port=65535"], ["--replicas=64"], ["--replicas=0"], ["--retries=0"]]
+)
+def test_range_edges_are_accepted(argv: list[str]) -> None:
+    load_settings(argv, {})
+
+
+def test_invalid_range_from_file_and_env(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="port"):
+        load_settings(["--config", write(tmp_path, "port = 70000\n")], {})
+    with pytest.raises(ConfigError, match="replicas"):
+        load_settings([], {"LB_REPLICAS": "9", "LB_MAX_REPLICAS": "8"})
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_hash_seed_out_of_range_is_a_config_error(seed: str) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(["--hash-seed", seed], {})
+
+
+def test_log_level_is_validated() -> None:
+    with pytest.raises(ConfigError):
+        load_settings([], {"LB_LOG_LEVEL": "verbose"})
