@@ -1,11 +1,12 @@
-"""The balancer's aiohttp application: wiring, routes and lifecycles.
+"""The balancer process: every component wired together, started and stopped in phases.
 
-Owns ``create_app``. Startup phases (each a ``cleanup_ctx``, torn down in reverse):
-  1. HTTP client sessions: one pooled keep-alive session for proxying, one for health probes;
-  2. the ring view, loaded from the store, and its watcher task;
-  3. the replicas: boot N (the app starts serving only once they pass heartbeats), then the
-     health monitor and the supervisor tasks; on shutdown the tasks are cancelled and the
-     runtime stops every replica it started.
+Owns ``BalancerService``. Startup phases (each undone in reverse by ``stop``):
+  1. a probe ``ClientSession``, the upstream pool and the ring view (loaded, then watched);
+  2. the aiohttp admin app (``/rep``, ``/add``, ``/rm``, ``/lb/status``, ``/metrics``) on a
+     private unix socket, which the data path forwards admin paths to;
+  3. the replicas: boot N (normally ready before phase 4), then the health monitor and the
+     supervisor; on stop, the runtime stops every replica it started;
+  4. the data path listening on ``host:port``, and its timeout sweeper.
 Must not import: redis, docker (store and runtime arrive ready-made from ``__main__``/tests).
 """
 
@@ -14,126 +15,172 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+import tempfile
+from collections.abc import Coroutine
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from balancer.admin import AdminApi
 from balancer.config import Settings
 from balancer.health import HealthMonitor, wait_ready
-from balancer.keysource import KeyExtractor, parse_key_sources
+from balancer.http.frontend import Frontend
+from balancer.http.upstream import UpstreamPool
+from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.manager import ReplicaManager
-from balancer.membership import RingView
-from balancer.proxy import Proxy, Router
+from balancer.membership import RingView, Snapshot
+from balancer.metrics import TrafficCollector, metrics_handler
 from balancer.runtime import ReplicaRuntime
+from balancer.stats import TrafficStats
 from balancer.store import Store
 from balancer.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-VIEW = web.AppKey("view", RingView)
-SUPERVISOR = web.AppKey("supervisor", Supervisor)
-MONITOR = web.AppKey("monitor", HealthMonitor)
-_SHUTDOWN_S = 10.0
+_STOP_REPLICAS_S = 10.0
 
 
-def create_app(settings: Settings, *, store: Store, runtime: ReplicaRuntime) -> web.Application:
-    """Build the balancer app; nothing runs until the app is started."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    key_fn = KeyExtractor(parse_key_sources(settings.key_source))
-    view = RingView(store, settings.ring)
-    app[VIEW] = view
-    sessions: dict[str, aiohttp.ClientSession] = {}
+class BalancerService:
+    """One balancer process (see the module docstring)."""
 
-    async def http_sessions(app: web.Application) -> AsyncIterator[None]:
-        timeout = aiohttp.ClientTimeout(
-            total=settings.upstream_timeout_s,
-            connect=settings.upstream_connect_timeout_s,
-            sock_connect=settings.upstream_connect_timeout_s,
-        )
-        sessions["proxy"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1024, limit_per_host=256, keepalive_timeout=30),
-            timeout=timeout,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-        )
-        # Probes open a fresh connection each time, so a replica that stopped accepting fails.
-        sessions["probe"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(force_close=True, limit=0), timeout=timeout
-        )
-        yield
-        await asyncio.gather(*(s.close() for s in sessions.values()))
+    def __init__(self, settings: Settings, *, store: Store, runtime: ReplicaRuntime) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.view = RingView(store, settings.ring)
+        self.stats = TrafficStats()
+        self.registry = CollectorRegistry()
+        self.registry.register(TrafficCollector(self.stats, self.view))
+        self.pool = UpstreamPool(connect_timeout_s=settings.upstream_connect_timeout_s)
+        self.view.listeners.append(self._on_ring_swap)
+        self.port = 0
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor: Supervisor | None = None
+        self.frontend: Frontend | None = None
 
-    async def ring_view(app: web.Application) -> AsyncIterator[None]:
-        await view.refresh()
-        async with _background(view.watch(), "ring watcher"):
-            yield
-
-    async def replicas(app: web.Application) -> AsyncIterator[None]:
-        manager, monitor, supervisor = _wire_replicas(settings, store, runtime, view, sessions)
-        app[SUPERVISOR] = supervisor
-        app[MONITOR] = monitor
-        admin = AdminApi(manager, store, view, runtime, settings.algorithm)
-        app.router.add_routes(admin.routes())
-        proxy = Proxy(Router(view, key_fn, settings.retries), sessions["proxy"])
-        app.router.add_route("*", "/{path:.*}", proxy.handle)
+    async def start(self) -> None:
         try:
-            await supervisor.bootstrap(settings.replicas)
-            async with (
-                _background(monitor.run(), "health monitor"),
-                _background(supervisor.run(), "supervisor"),
-            ):
-                yield
-        finally:
-            await asyncio.wait_for(runtime.close(), _SHUTDOWN_S)
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
 
-    app.cleanup_ctx.extend([http_sessions, ring_view, replicas])
-    return app
+    async def _start(self) -> None:
+        s = self.settings
+        stack = self._stack
+        # Phase 1: probe session, pool, ring view.
+        probe_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, limit=0),
+            timeout=aiohttp.ClientTimeout(total=s.heartbeat_timeout_s),
+        )
+        stack.push_async_callback(probe_session.close)
+        stack.callback(self.pool.close)
+        await self.view.refresh()
+        self._spawn(self.view.watch(), "ring watcher")
+        # Phase 2: admin app on a private unix socket.
+        manager, monitor, supervisor = self._wire_replicas(probe_session)
+        self.supervisor = supervisor
+        admin_address = await self._serve_admin(manager)
+        # Phase 3: replicas.
+        stack.push_async_callback(self._stop_replicas)
+        await supervisor.bootstrap(s.replicas)
+        self._spawn(monitor.run(), "health monitor")
+        self._spawn(supervisor.run(), "supervisor")
+        # Phase 4: the data path.
+        keys = RawKeyExtractor(parse_key_sources(s.key_source))
+        self.frontend = fe = Frontend(
+            self.view,
+            self.pool,
+            self.stats,
+            keys,
+            admin_address=admin_address,
+            retries=s.retries,
+            upstream_timeout_s=s.upstream_timeout_s,
+        )
+        server = await fe.listen(s.host, s.port)
+        stack.callback(fe.close_all)
+        stack.push_async_callback(_close_server, server)
+        self.port = server.sockets[0].getsockname()[1]
+        self._spawn(fe.run_sweeper(), "sweeper")
+        log.info("balancing on http://%s:%d (admin at %s)", s.host, self.port, admin_address)
+
+    async def stop(self) -> None:
+        """Stop accepting, cancel background tasks, stop the replicas, release everything."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._stack.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    def _wire_replicas(
+        self, probe_session: aiohttp.ClientSession
+    ) -> tuple[ReplicaManager, HealthMonitor, Supervisor]:
+        s = self.settings
+        ready = partial(wait_ready, probe_session, timeout_s=s.spawn_timeout_s)
+        alive_ttl_s = s.heartbeat_interval_s * s.heartbeat_fails + min(
+            s.heartbeat_timeout_s, s.heartbeat_interval_s
+        )
+        manager = ReplicaManager(
+            self.store,
+            self.runtime,
+            ready,
+            self.view.refresh,
+            max_replicas=s.max_replicas,
+            alive_ttl_s=alive_ttl_s,
+        )
+        supervisor = Supervisor(manager, self.store)
+        monitor = HealthMonitor(
+            self.store,
+            self.view,
+            probe_session,
+            supervisor.on_dead,
+            interval_s=s.heartbeat_interval_s,
+            timeout_s=s.heartbeat_timeout_s,
+            fails=s.heartbeat_fails,
+        )
+        return manager, monitor, supervisor
+
+    async def _serve_admin(self, manager: ReplicaManager) -> str:
+        app = web.Application(client_max_size=1024 * 1024)
+        admin = AdminApi(manager, self.store, self.view, self.runtime, self.settings.algorithm)
+        app.router.add_routes(admin.routes())
+        app.router.add_get("/metrics", metrics_handler(self.registry))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        sock_dir = Path(tempfile.mkdtemp(prefix="lb-admin-"))
+        self._stack.callback(_remove_dir, sock_dir)
+        path = sock_dir / "admin.sock"
+        await web.UnixSite(runner, str(path)).start()
+        return f"unix:{path}"
+
+    async def _stop_replicas(self) -> None:
+        await asyncio.wait_for(self.runtime.close(), _STOP_REPLICAS_S)
+
+    def _on_ring_swap(self, old: Snapshot, new: Snapshot) -> None:
+        for name, address in old.addresses.items():
+            if new.addresses.get(name) != address:
+                self.pool.drop_address(address)
+        self.stats.retain(set(new.addresses))
 
 
-def _wire_replicas(
-    settings: Settings,
-    store: Store,
-    runtime: ReplicaRuntime,
-    view: RingView,
-    sessions: dict[str, aiohttp.ClientSession],
-) -> tuple[ReplicaManager, HealthMonitor, Supervisor]:
-    probe_session = sessions["probe"]
-    ready = partial(wait_ready, probe_session, timeout_s=settings.spawn_timeout_s)
-    alive_ttl_s = settings.heartbeat_interval_s * settings.heartbeat_fails + min(
-        settings.heartbeat_timeout_s, settings.heartbeat_interval_s
-    )
-    manager = ReplicaManager(
-        store,
-        runtime,
-        ready,
-        view.refresh,
-        max_replicas=settings.max_replicas,
-        alive_ttl_s=alive_ttl_s,
-    )
-    supervisor = Supervisor(manager, store)
-    monitor = HealthMonitor(
-        store,
-        view,
-        probe_session,
-        supervisor.on_dead,
-        interval_s=settings.heartbeat_interval_s,
-        timeout_s=settings.heartbeat_timeout_s,
-        fails=settings.heartbeat_fails,
-    )
-    return manager, monitor, supervisor
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), 5.0)
 
 
-@contextlib.asynccontextmanager
-async def _background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
-    """Run ``coro`` as a task for the duration of the block; cancel and await it afterwards."""
-    task = asyncio.create_task(coro, name=name)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _remove_dir(path: Path) -> None:
+    for child in path.iterdir():
+        child.unlink(missing_ok=True)
+    path.rmdir()

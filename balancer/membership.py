@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import xxhash
@@ -58,6 +59,7 @@ class RingView:
         self._resync_s = resync_s
         self.current = build_snapshot(Membership(), settings)
         self._refreshing = asyncio.Lock()
+        self.listeners: list[Callable[[Snapshot, Snapshot], None]] = []  # (old, new) on a swap
 
     async def refresh(self) -> Snapshot:
         """Reload membership and swap in a new snapshot if the epoch moved.
@@ -71,7 +73,9 @@ class RingView:
     async def _reload(self) -> Snapshot:
         membership = await self._store.membership()
         if membership.epoch != self.current.epoch:
-            self.current = build_snapshot(membership, self._settings)
+            old, self.current = self.current, build_snapshot(membership, self._settings)
+            for listener in self.listeners:
+                listener(old, self.current)
             log.info(
                 "ring rebuilt: epoch=%d members=%d fingerprint=%s",
                 membership.epoch,

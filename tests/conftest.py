@@ -1,4 +1,5 @@
-"""Shared fixtures: a balancer app on an ephemeral port over in-process replicas."""
+"""Shared fixtures: a whole balancer (data path + admin) on an ephemeral port over in-process
+replicas."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+import uvloop
 
-from balancer.app import create_app
+from balancer.app import BalancerService
 from balancer.config import Settings
 from balancer.store import InMemoryStore
 from tests.support.runtime import InProcessRuntime
@@ -21,10 +23,15 @@ FAST = {"heartbeat_interval_s": 0.1, "heartbeat_timeout_s": 0.1, "heartbeat_fail
 
 @dataclass
 class Balancer:
-    client: TestClient  # type: ignore[type-arg]
+    client: aiohttp.ClientSession  # base_url = the balancer
+    service: BalancerService
     store: InMemoryStore
     runtime: InProcessRuntime
     settings: Settings
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.service.port}"
 
     async def names(self) -> list[str]:
         return (await self.store.membership()).names
@@ -33,17 +40,30 @@ class Balancer:
 BalancerFactory = Callable[..., Awaitable[Balancer]]
 
 
+def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on uvloop, the loop the balancer runs on in production."""
+    return {"uvloop": uvloop.new_event_loop}
+
+
 @pytest.fixture
-async def make_balancer(aiohttp_client) -> AsyncIterator[BalancerFactory]:  # type: ignore[no-untyped-def]
+async def make_balancer() -> AsyncIterator[BalancerFactory]:
+    made: list[Balancer] = []
+
     async def make(runtime: InProcessRuntime | None = None, **overrides: object) -> Balancer:
         settings = Settings(**{"port": 0, **FAST, **overrides})  # type: ignore[arg-type]
         store = InMemoryStore()
         runtime = runtime or InProcessRuntime()
-        app = create_app(settings, store=store, runtime=runtime)
-        client = await aiohttp_client(app)
-        return Balancer(client, store, runtime, settings)
+        service = BalancerService(settings, store=store, runtime=runtime)
+        await service.start()
+        client = aiohttp.ClientSession(f"http://127.0.0.1:{service.port}")
+        lb = Balancer(client, service, store, runtime, settings)
+        made.append(lb)
+        return lb
 
     yield make
+    for lb in made:
+        await lb.client.close()
+        await lb.service.stop()
 
 
 @pytest.fixture

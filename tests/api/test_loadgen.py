@@ -7,7 +7,7 @@ from tests.conftest import Balancer
 
 
 async def test_measure_spread_counts_every_replica(lb: Balancer) -> None:
-    url = str(lb.client.make_url("/home"))
+    url = f"{lb.url}/home"
     spread = await measure_spread(url, 600, connections=20)
     assert not spread.failures
     assert set(spread.per_replica) == {"1", "2", "3"}
@@ -16,6 +16,6 @@ async def test_measure_spread_counts_every_replica(lb: Balancer) -> None:
 
 
 async def test_measure_spread_reports_failures(lb: Balancer) -> None:
-    spread = await measure_spread(str(lb.client.make_url("/nope")), 10)
+    spread = await measure_spread(f"{lb.url}/nope", 10)
     assert spread.failures == {"HTTP 400": 10}
     assert spread.peak_to_mean == 0.0

@@ -1,0 +1,380 @@
+"""The listening side of the data path: client connections parsed with httptools.
+
+Owns ``ClientConn`` (one ``asyncio.Protocol`` per client connection: parses requests, builds the
+upstream request head, runs one ``Exchange`` at a time and queues pipelined ones) and
+``Frontend`` (the server socket, shared state, and the sweeper that enforces timeouts without a
+timer per request). Admin paths (``/rep``, ``/add``, ``/rm``, ``/lb/…``, ``/metrics``) are
+forwarded to the aiohttp admin app over a unix socket like any upstream.
+Must not import: aiohttp, redis, docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from typing import cast
+
+import httptools
+
+from balancer.http.exchange import Exchange
+from balancer.http.framing import HOP_BY_HOP
+from balancer.http.upstream import UpstreamPool
+from balancer.keysource import RawKeyExtractor
+from balancer.membership import RingView
+from balancer.stats import TrafficStats
+from balancer.wire import error_body
+
+log = logging.getLogger(__name__)
+
+ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics")
+ADMIN_ROUTES = frozenset(
+    {
+        (b"/rep", b"GET"),
+        (b"/add", b"POST"),
+        (b"/rm", b"DELETE"),
+        (b"/rm", b"POST"),
+        (b"/metrics", b"GET"),
+    }
+)
+REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class HeadTooLarge(Exception):
+    """Raised inside a parser callback: the request head exceeds the limit (→ 431)."""
+
+
+class Frontend:
+    """Shared state of every client connection of one balancer process."""
+
+    def __init__(
+        self,
+        view: RingView,
+        pool: UpstreamPool,
+        stats: TrafficStats,
+        keys: RawKeyExtractor,
+        *,
+        admin_address: str,
+        retries: int,
+        upstream_timeout_s: float,
+        client_idle_timeout_s: float = 60.0,
+        header_timeout_s: float = 10.0,
+        max_head_bytes: int = 32 * 1024,
+        replay_limit: int = 64 * 1024,
+    ) -> None:
+        self.view = view
+        self.pool = pool
+        self.stats = stats
+        self.keys = keys
+        self.admin_address = admin_address
+        self.retries = retries
+        self.upstream_timeout_s = upstream_timeout_s
+        self.client_idle_timeout_s = client_idle_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.max_head_bytes = max_head_bytes
+        self.replay_limit = replay_limit
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[ClientConn] = set()
+
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        return await self.loop.create_server(
+            lambda: ClientConn(self), host, port, backlog=4096, reuse_port=reuse_port
+        )
+
+    def sweep(self) -> None:
+        """Enforce upstream, header and idle timeouts; close expired pooled connections."""
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        self.pool.sweep(now)
+
+    async def run_sweeper(self, every_s: float = 0.25) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.transport.close()
+        self.pool.close()
+
+
+class ClientConn(asyncio.Protocol):
+    PAUSE_PIPELINE = 1
+    PAUSE_UPSTREAM = 2
+    PAUSE_CONNECTING = 4
+
+    __slots__ = (
+        "_captured",
+        "_chunked",
+        "_head_bytes",
+        "_headers",
+        "_parsing",
+        "_paused",
+        "_url",
+        "_xff",
+        "_xff_line",
+        "closed",
+        "exchange",
+        "fe",
+        "head_started",
+        "idle_since",
+        "keys",
+        "parser",
+        "peer",
+        "pending_error",
+        "queue",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, fe: Frontend) -> None:
+        self.fe = fe
+        self.keys = fe.keys
+        self.parser = httptools.HttpRequestParser(self)
+        self.exchange: Exchange | None = None
+        self.queue: collections.deque[Exchange] = collections.deque()
+        self.closed = False
+        self.write_paused = False
+        self.pending_error = 0  # a 400/431 to answer once the response in progress is done
+        self._paused = 0
+        self._parsing: Exchange | None = None
+        self._url = b""
+        self._headers: list[bytes] = []
+        self._captured: dict[bytes, bytes] = {}
+        self._xff: bytes | None = None
+        self._chunked = False
+        self._head_bytes = 0
+        self.head_started = 0.0
+        self.idle_since = fe.loop.time()
+
+    # -- connection events -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+        self._xff_line = b"X-Forwarded-For: %s\r\n" % self.peer.encode()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fe.connections.add(self)
+        self.fe.stats.client_connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.fe.connections.discard(self)
+        self.fe.stats.client_connections -= 1
+        if self.exchange is not None:
+            self.exchange.abandon()
+            self.exchange = None
+        for queued in self.queue:
+            queued.abandon()
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade/CONNECT is not proxied: answer the request, then close the connection.
+            if self._parsing is not None:
+                self._parsing.keep_alive = False
+            self.pause_reading(self.PAUSE_PIPELINE)
+        except httptools.HttpParserCallbackError as exc:
+            too_large = isinstance(exc.__context__, HeadTooLarge)  # httptools chains it
+            self._protocol_error(431 if too_large else 400)
+        except httptools.HttpParserError:
+            self._protocol_error(400)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.exchange
+        if ex is not None and ex.conn is not None and ex.conn.transport is not None:
+            ex.conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.exchange
+        if ex is not None and ex.conn is not None and ex.conn.transport is not None:
+            ex.conn.transport.resume_reading()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        was = self._paused
+        self._paused &= ~reason
+        if was and not self._paused and not self.closed:
+            self.transport.resume_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._captured = {}
+        self._xff = None
+        self._chunked = False
+        self._head_bytes = 0
+        self.head_started = self.fe.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self.fe.max_head_bytes:
+            raise HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.fe.max_head_bytes:
+            raise HeadTooLarge
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                self._captured[b"connection"] = value.lower()
+            elif lower == b"transfer-encoding":
+                self._chunked = True  # llhttp rejects any request coding but a final chunked
+            return
+        if lower == b"x-forwarded-for":
+            self._xff = value
+            return
+        if lower in self.keys.header_names:
+            self._captured[lower] = value
+        self._headers.append(b"%s: %s\r\n" % (name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        url = self._url
+        method = parser.get_method()
+        http10 = parser.get_http_version() == "1.0"
+        head = self._build_head(method, url, http10)
+        path = url.split(b"?", 1)[0] if url.startswith(ADMIN_PREFIXES) else b""
+        admin = bool(path) and ((path, method) in ADMIN_ROUTES or path.startswith(b"/lb/"))
+        ex = Exchange(
+            self,
+            head,
+            path=url,
+            key=None if admin else self.keys.key(url, self._captured, self.peer),
+            keep_alive=parser.should_keep_alive(),
+            no_body=method == b"HEAD",
+            http10=http10,
+            chunked=self._chunked,
+        )
+        self._parsing = ex
+        self.head_started = 0.0
+        if self.exchange is None:
+            self.exchange = ex
+            ex.start()
+        else:
+            self.queue.append(ex)
+            self.pause_reading(self.PAUSE_PIPELINE)
+
+    def _build_head(self, method: bytes, url: bytes, http10: bool) -> bytes:
+        headers = self._headers
+        connection = self._captured.get(b"connection")
+        if connection and connection not in (b"close", b"keep-alive"):
+            # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+            named = {t.strip() for t in connection.split(b",")}
+            headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
+        xff = (
+            self._xff_line
+            if self._xff is None
+            else (b"X-Forwarded-For: %s, %s\r\n" % (self._xff, self.peer.encode()))
+        )
+        extra = b""
+        if self.parser.get_http_version() == "1.0" and not any(
+            h[:5].lower() == b"host:" for h in headers
+        ):
+            extra = b"Host: localhost\r\n"
+        if self._chunked:
+            extra += b"Transfer-Encoding: chunked\r\n"
+        return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (method, url, b"".join(headers), xff, extra)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._parsing
+        if ex is not None:
+            ex.send_body(b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
+
+    def on_message_complete(self) -> None:
+        ex = self._parsing
+        self._parsing = None
+        if ex is not None:
+            if ex.chunked:
+                ex.send_body(b"0\r\n\r\n")
+            ex.request_done = True
+            if ex.response_done and ex is self.exchange:
+                self._advance(ex)
+
+    # -- exchange lifecycle ----------------------------------------------------------------
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        """The response of ``ex`` is complete; move on once its request is complete too."""
+        ex.response_done = True
+        if ex is self.exchange and (ex.request_done or not ex.keep_alive):
+            self._advance(ex)
+
+    def _advance(self, ex: Exchange) -> None:
+        self.exchange = None
+        self.idle_since = self.fe.loop.time()
+        if not ex.keep_alive or not ex.request_done or self.closed:
+            self.transport.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.exchange = nxt
+            if not self.queue:
+                self.resume_reading(self.PAUSE_PIPELINE)
+            nxt.start()
+        elif self.pending_error:
+            self._protocol_error(self.pending_error)
+        elif self._paused & self.PAUSE_PIPELINE:
+            self.resume_reading(self.PAUSE_PIPELINE)
+
+    def write_error(self, status: int, message: str) -> None:
+        body = error_body(message)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, REASONS.get(status, b"Error"), len(body), body)
+        )
+
+    def _protocol_error(self, status: int) -> None:
+        """Answer a malformed request and close (after any response still in progress)."""
+        message = {431: "Request header fields too large", 408: "Request timeout"}.get(
+            status, "Malformed HTTP request"
+        )
+        if self.exchange is not None:
+            self.pending_error = status
+            self.pause_reading(self.PAUSE_PIPELINE)
+            return
+        self.fe.stats.client_error(status)
+        body = error_body(message)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
+        )
+        self.transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        ex = self.exchange
+        if ex is not None:
+            since = ex.in_flight_since
+            if since is not None and now - since > self.fe.upstream_timeout_s:
+                ex.timed_out()
+            return
+        if self.head_started and now - self.head_started > self.fe.header_timeout_s:
+            self._protocol_error(408)
+        elif not self.head_started and now - self.idle_since > self.fe.client_idle_timeout_s:
+            self.transport.close()

@@ -1,0 +1,85 @@
+"""Per-replica traffic counters, cheap enough to update on every request.
+
+Owns ``ReplicaStats`` and ``TrafficStats``: plain Python integers and floats updated in place on
+the data path; ``balancer.metrics`` turns them into Prometheus samples only when scraped, so a
+request costs a few attribute increments instead of labelled metric calls.
+Must not import: asyncio, aiohttp, prometheus_client, redis, docker.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+# Upper bounds (seconds) of the latency histogram buckets; +Inf is implicit.
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+ERROR_KINDS = ("connect", "timeout", "reset", "protocol")
+
+
+class ReplicaStats:
+    """Counters of one replica (by name)."""
+
+    __slots__ = (
+        "buckets",
+        "by_class",
+        "errors",
+        "in_flight",
+        "latency_sum_s",
+        "requests",
+        "retries",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0  # completed responses
+        self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 unused)
+        self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.retries = 0
+        self.in_flight = 0
+        self.latency_sum_s = 0.0
+        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+
+    def record(self, status: int, latency_s: float) -> None:
+        self.requests += 1
+        self.by_class[min(status // 100, 5)] += 1
+        self.latency_sum_s += latency_s
+        self.buckets[bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
+
+
+class TrafficStats:
+    """Everything the data path counts; one instance per balancer process."""
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, ReplicaStats] = {}
+        self.client_connections = 0
+        self.client_errors: dict[str, int] = {}  # 400, 431, 408, … answered by the balancer
+        self.no_replica = 0  # 503: empty ring
+
+    def replica(self, name: str) -> ReplicaStats:
+        stats = self.replicas.get(name)
+        if stats is None:
+            stats = self.replicas[name] = ReplicaStats()
+        return stats
+
+    def client_error(self, status: int) -> None:
+        key = str(status)
+        self.client_errors[key] = self.client_errors.get(key, 0) + 1
+
+    def retain(self, names: set[str]) -> None:
+        """Forget replicas that left the ring (their metric label sets disappear)."""
+        for name in list(self.replicas):
+            if name not in names and self.replicas[name].in_flight == 0:
+                del self.replicas[name]
