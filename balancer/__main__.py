@@ -6,6 +6,7 @@ The only reader of env and argv.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -15,15 +16,20 @@ from balancer.app import BalancerService
 from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
 from balancer.process_runtime import ProcessRuntime
+from balancer.runtime import ReplicaRuntime
+from balancer.static_runtime import StaticRuntime
 from balancer.store import InMemoryStore
 
 log = logging.getLogger("balancer")
 
 
 async def serve(settings: Settings) -> None:
-    service = BalancerService(
-        settings, store=InMemoryStore(), runtime=ProcessRuntime(settings.replica_host)
-    )
+    runtime: ReplicaRuntime
+    if settings.backend_list:
+        runtime = StaticRuntime(settings.backend_list)
+    else:
+        runtime = ProcessRuntime(settings.replica_host)
+    service = BalancerService(settings, store=InMemoryStore(), runtime=runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -39,6 +45,8 @@ async def serve(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
+        if settings.backend_list and "replicas" not in _given(argv):
+            settings = dataclasses.replace(settings, replicas=len(settings.backend_list))
     except ConfigError as exc:
         sys.exit(f"lb-balancer: {exc}")
     logging.basicConfig(
@@ -52,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     else:
         uvloop.run(serve(settings))
+
+
+def _given(argv: list[str] | None) -> set[str]:
+    args = sys.argv[1:] if argv is None else argv
+    flags = {a[2:].split("=")[0].replace("-", "_") for a in args if a.startswith("--")}
+    return flags | {k[3:].lower() for k in os.environ if k.startswith("LB_")}
 
 
 if __name__ == "__main__":

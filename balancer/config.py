@@ -49,6 +49,8 @@ _HELP: dict[str, str] = {
     "upstream_timeout_s": "seconds for a whole proxied exchange",
     "retries": "extra replicas tried when a replica refuses or drops a connection",
     "runtime": "how replicas run: process (local processes on loopback)",
+    "backends": "comma list of host:port backends that already run; replaces the runtime "
+    "(replicas defaults to their number)",
     "replica_host": "loopback address replicas of the process runtime listen on",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
@@ -78,6 +80,7 @@ class Settings:
     upstream_timeout_s: float = 30.0
     retries: int = 2
     runtime: RuntimeName = "process"
+    backends: str = ""
     replica_host: str = "127.0.0.1"
     log_level: LogLevel = "INFO"
 
@@ -94,6 +97,10 @@ class Settings:
             raise ConfigError("vnodes must be at least 1")
         if not 0 <= self.hash_seed < 2**64:
             raise ConfigError("hash_seed must be in [0, 2**64)")
+        for backend in self.backend_list:
+            host, _, port = backend.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"backend {backend!r} is not host:port")
         if self.retries < 0:
             raise ConfigError("retries must be at least 0")
         for name in (
@@ -105,6 +112,10 @@ class Settings:
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive")
+
+    @property
+    def backend_list(self) -> list[str]:
+        return [b.strip() for b in self.backends.split(",") if b.strip()]
 
     @property
     def ring(self) -> RingSettings:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# make bench: this balancer next to HAProxy and nginx, same wrk load, same run, one table.
+#
+# Drives ../shared/bench/lb_bench.sh (BENCH_HARNESS to override): it starts 3 nginx backends on
+# 127.0.0.1:8001-8003, the reference balancers, and ours via --cmd, runs wrk interleaved
+# (A B C A B C ...), and records CPU per request. bench/compare.py then prints ratios to HAProxy.
+# Environment: REPS (3), DURATION (10 s), ANCHORS (haproxy-uri,nginx-hash), PIN=1 for the pinned
+# mode (balancers on CPU 0, wrk and backends on CPU 1), LB_ARGS (extra balancer flags),
+# LABEL (results folder label). Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HARNESS=${BENCH_HARNESS:-$REPO/../shared/bench}
+REPS=${REPS:-3}
+DURATION=${DURATION:-10}
+ANCHORS=${ANCHORS:-haproxy-uri,nginx-hash}
+LABEL=${LABEL:-$([ "${PIN:-0}" = 1 ] && echo pinned || echo shared)}
+OUT=${OUT:-$REPO/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$LABEL}
+
+[ -x "$HARNESS/lb_bench.sh" ] || { echo "benchmark harness not found at $HARNESS" >&2; exit 1; }
+missing=()
+for tool in wrk haproxy nginx; do command -v $tool >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    wrk haproxy nginx curl iproute2 util-linux procps
+fi
+
+# The harness records the command; keep it relative to the harness folder.
+lb_bin=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
+  "$REPO/.venv/bin/lb-balancer" "$HARNESS")
+cmd="$lb_bin --host 127.0.0.1 --port {PORT} --backends {BACKENDS} --log-level WARNING ${LB_ARGS:-}"
+pin=(); [ "${PIN:-0}" = 1 ] && pin=(--pin)
+mkdir -p "$OUT"
+(cd "$HARNESS" && ./lb_bench.sh "${pin[@]}" --anchors "$ANCHORS" --reps "$REPS" \
+  --duration "$DURATION" --label "$LABEL" --out "$OUT" --cmd chlb 9300 "$cmd") \
+  > "$OUT/harness.log" 2>&1 || { tail -30 "$OUT/harness.log" >&2; exit 1; }
+"$REPO/.venv/bin/python" "$REPO/bench/compare.py" "$OUT" | tee "$OUT/compare.md"
