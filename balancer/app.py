@@ -101,6 +101,8 @@ class BalancerService:
             admin_address=admin_address,
             retries=s.retries,
             upstream_timeout_s=s.upstream_timeout_s,
+            client_idle_timeout_s=s.client_idle_timeout_s,
+            header_timeout_s=s.header_timeout_s,
         )
         server = await fe.listen(s.host, s.port)
         stack.callback(fe.close_all)

@@ -46,7 +46,9 @@ _HELP: dict[str, str] = {
     "heartbeat_fails": "consecutive failed probes that mark a replica dead",
     "spawn_timeout_s": "seconds a new replica has to pass its first heartbeat",
     "upstream_connect_timeout_s": "seconds to connect to a replica",
-    "upstream_timeout_s": "seconds for a whole proxied exchange",
+    "upstream_timeout_s": "seconds from sending a request to a replica to its complete answer",
+    "client_idle_timeout_s": "seconds an idle keep-alive client connection stays open",
+    "header_timeout_s": "seconds a client has to send a complete request head (else 408)",
     "retries": "extra replicas tried when a replica refuses or drops a connection",
     "runtime": "how replicas run: process (local processes on loopback)",
     "backends": "comma list of host:port backends that already run; replaces the runtime "
@@ -78,6 +80,8 @@ class Settings:
     spawn_timeout_s: float = 10.0
     upstream_connect_timeout_s: float = 1.0
     upstream_timeout_s: float = 30.0
+    client_idle_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
     retries: int = 2
     runtime: RuntimeName = "process"
     backends: str = ""
@@ -85,33 +89,26 @@ class Settings:
     log_level: LogLevel = "INFO"
 
     def __post_init__(self) -> None:
-        positive = ("slots", "points_per_weight", "heartbeat_fails", "max_replicas")
-        for name in positive:
+        for name in ("slots", "points_per_weight", "heartbeat_fails", "max_replicas"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        if not 0 <= self.port < 65536:
-            raise ConfigError("port must be in 0..65535")
-        if not 0 <= self.replicas <= self.max_replicas:
-            raise ConfigError("replicas must be in 0..max_replicas")
-        if self.vnodes is not None and self.vnodes < 1:
-            raise ConfigError("vnodes must be at least 1")
-        if not 0 <= self.hash_seed < 2**64:
-            raise ConfigError("hash_seed must be in [0, 2**64)")
+        for name in _SECONDS:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive")
+        checks = [
+            (0 <= self.port < 65536, "port must be in 0..65535"),
+            (0 <= self.replicas <= self.max_replicas, "replicas must be in 0..max_replicas"),
+            (self.vnodes is None or self.vnodes >= 1, "vnodes must be at least 1"),
+            (0 <= self.hash_seed < 2**64, "hash_seed must be in [0, 2**64)"),
+            (self.retries >= 0, "retries must be at least 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
         for backend in self.backend_list:
             host, _, port = backend.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"backend {backend!r} is not host:port")
-        if self.retries < 0:
-            raise ConfigError("retries must be at least 0")
-        for name in (
-            "heartbeat_interval_s",
-            "heartbeat_timeout_s",
-            "spawn_timeout_s",
-            "upstream_connect_timeout_s",
-            "upstream_timeout_s",
-        ):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive")
 
     @property
     def backend_list(self) -> list[str]:
@@ -132,6 +129,15 @@ class Settings:
         )
 
 
+_SECONDS = (
+    "heartbeat_interval_s",
+    "heartbeat_timeout_s",
+    "spawn_timeout_s",
+    "upstream_connect_timeout_s",
+    "upstream_timeout_s",
+    "client_idle_timeout_s",
+    "header_timeout_s",
+)
 _HINTS = typing.get_type_hints(Settings)
 _FIELDS = [f.name for f in dataclasses.fields(Settings)]
 

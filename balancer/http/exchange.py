@@ -36,6 +36,7 @@ class Exchange:
         "conn",
         "connecting",
         "fe",
+        "final_head",
         "http10",
         "keep_alive",
         "key",
@@ -80,7 +81,8 @@ class Exchange:
         self.replayable = True
         self.request_done = False
         self.response_done = False
-        self.relayed = False
+        self.relayed = False  # some response bytes went to the client (no retry, no error page)
+        self.final_head = False  # the final (non-1xx) response head has arrived
         self.swallow = False
         self.conn: UpstreamConn | None = None
         self.connecting: asyncio.Task[None] | None = None
@@ -212,12 +214,15 @@ class Exchange:
             self._detach(close=True)
             self._fail(502, f"Replica {self.name} sent an invalid response")
             return
-        if not self.relayed and framer.phase != HEAD:
-            self.relayed = True
+        if not self.final_head and framer.phase != HEAD:
+            self.final_head = True
             if framer.status == 404 and not self.admin:
                 self.swallow = True
-                self.client.write_error(400, no_endpoint_message(self._path_text()))
-        elif out:
+                self.relayed = True
+                self.client.write_error(
+                    400, no_endpoint_message(self._path_text()), head_only=self.no_body
+                )
+        if out:
             self.relayed = True
         if out and not self.swallow:
             self.client.transport.write(out)
@@ -293,7 +298,7 @@ class Exchange:
     def respond_error(self, status: int, message: str) -> None:
         self.relayed = True
         self.fe.stats.client_error(status)
-        self.client.write_error(status, message)
+        self.client.write_error(status, message, head_only=self.no_body)
         self.client.exchange_finished(self)
 
     def abandon(self) -> None:

@@ -243,13 +243,17 @@ class ClientConn(asyncio.Protocol):
             raise HeadTooLarge
         lower = name.lower()
         if lower in HOP_BY_HOP:
-            if lower == b"connection":
-                self._captured[b"connection"] = value.lower()
-            elif lower == b"transfer-encoding":
-                self._chunked = True  # llhttp rejects any request coding but a final chunked
+            if lower == b"connection" or lower == b"transfer-encoding":
+                # Repeated lines are one comma-joined list (RFC 9110 §5.3). llhttp accepts a
+                # request coding list only when it ends in chunked.
+                prior = self._captured.get(lower)
+                self._captured[lower] = (
+                    value.lower() if prior is None else (prior + b", " + value.lower())
+                )
+                self._chunked = lower == b"transfer-encoding" or self._chunked
             return
         if lower == b"x-forwarded-for":
-            self._xff = value
+            self._xff = value if self._xff is None else self._xff + b", " + value
             return
         if lower in self.keys.header_names:
             self._captured[lower] = value
@@ -268,7 +272,9 @@ class ClientConn(asyncio.Protocol):
             head,
             path=url,
             key=None if admin else self.keys.key(url, self._captured, self.peer),
-            keep_alive=parser.should_keep_alive(),
+            # HTTP/1.0 responses may be de-chunked into a close-delimited body, and an Upgrade
+            # is not proxied: both close after the answer.
+            keep_alive=parser.should_keep_alive() and not http10 and not parser.should_upgrade(),
             no_body=method == b"HEAD",
             http10=http10,
             chunked=self._chunked,
@@ -299,8 +305,8 @@ class ClientConn(asyncio.Protocol):
             h[:5].lower() == b"host:" for h in headers
         ):
             extra = b"Host: localhost\r\n"
-        if self._chunked:
-            extra += b"Transfer-Encoding: chunked\r\n"
+        if self._chunked:  # the body is re-chunked on the way; other codings stay as they are
+            extra += b"Transfer-Encoding: %s\r\n" % self._captured[b"transfer-encoding"]
         return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (method, url, b"".join(headers), xff, extra)
 
     def on_body(self, body: bytes) -> None:
@@ -343,11 +349,12 @@ class ClientConn(asyncio.Protocol):
         elif self._paused & self.PAUSE_PIPELINE:
             self.resume_reading(self.PAUSE_PIPELINE)
 
-    def write_error(self, status: int, message: str) -> None:
+    def write_error(self, status: int, message: str, *, head_only: bool = False) -> None:
+        """An error answer in the contract's JSON shape (head only for a HEAD request)."""
         body = error_body(message)
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, REASONS.get(status, b"Error"), len(body), body)
+            % (status, REASONS.get(status, b"Error"), len(body), b"" if head_only else body)
         )
 
     def _protocol_error(self, status: int) -> None:
@@ -355,10 +362,17 @@ class ClientConn(asyncio.Protocol):
         message = {431: "Request header fields too large", 408: "Request timeout"}.get(
             status, "Malformed HTTP request"
         )
-        if self.exchange is not None:
+        ex = self.exchange
+        if ex is not None and ex.request_done:  # a later pipelined request is malformed
             self.pending_error = status
             self.pause_reading(self.PAUSE_PIPELINE)
             return
+        if ex is not None:  # the body of the request in progress is malformed: give it up
+            self.exchange = None
+            ex.abandon()
+            if ex.relayed:
+                self.transport.close()
+                return
         self.fe.stats.client_error(status)
         body = error_body(message)
         self.transport.write(

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.conftest import Balancer, BalancerFactory
-from tests.http.conftest import frontend, raw_balancer
+from tests.http.conftest import raw_balancer
 from tests.http.replicas import echo_app, ok, requests
 from tests.http.wire import Client, Response, chunked, request_bytes
 from tests.support.runtime import InProcessRuntime
@@ -87,10 +87,10 @@ async def test_request_target_over_32k_is_431(lb: Balancer) -> None:
         assert await c.closed_by_peer()
 
 
-async def test_incomplete_head_is_408_after_the_header_timeout(lb: Balancer) -> None:
-    # BalancerService builds its Frontend with the default 10 s header timeout and no setting
-    # for it: shorten it on the running frontend object.
-    frontend(lb).header_timeout_s = 0.5
+async def test_incomplete_head_is_408_after_the_header_timeout(
+    make_balancer: BalancerFactory,
+) -> None:
+    lb = await make_balancer(header_timeout_s=0.5)
     async with await Client.open(lb.service.port) as c:
         started = asyncio.get_running_loop().time()
         await c.send(b"GET /home HTTP/1.1\r\nHost: slow\r\nX-Partial: ")
@@ -101,8 +101,10 @@ async def test_incomplete_head_is_408_after_the_header_timeout(lb: Balancer) -> 
     assert 0.5 <= waited < 2.0
 
 
-async def test_idle_client_connection_closed_without_answer(lb: Balancer) -> None:
-    frontend(lb).client_idle_timeout_s = 0.5
+async def test_idle_client_connection_closed_without_answer(
+    make_balancer: BalancerFactory,
+) -> None:
+    lb = await make_balancer(client_idle_timeout_s=0.5)
     async with await Client.open(lb.service.port) as c:
         assert (await c.request("GET", "/home?id=1")).status == 200
         assert await c.closed_by_peer(limit_s=3.0)  # no bytes: just closed
@@ -208,13 +210,6 @@ async def test_chunked_upstream_404_swallowed(make_balancer: BalancerFactory) ->
             assert (await c.request("GET", "/home?id=1")).body == b"home"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ClientConn.write_error (frontend.py) always writes the JSON body, also "
-    "answering a HEAD request (the contract 400 for a 404 from exchange.py on_upstream_data, "
-    "and the 502/503/504 of respond_error); the client takes those bytes as the start of the "
-    "next response",
-)
 @pytest.mark.parametrize("replicas", [3, 0], ids=["404-to-400", "503-no-replica"])
 async def test_error_answer_to_head_has_no_body(
     make_balancer: BalancerFactory, replicas: int
@@ -235,12 +230,6 @@ async def _hints_then_404(server_id: str, r: asyncio.StreamReader, w: asyncio.St
         w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: exchange.py on_upstream_data sets relayed=True once an interim 1xx head is "
-    "relayed ('elif out'), so the final 404 that follows is relayed raw instead of becoming "
-    "the contract 400",
-)
 async def test_404_after_interim_response_is_still_contract_400(
     make_balancer: BalancerFactory,
 ) -> None:
@@ -250,12 +239,6 @@ async def test_404_after_interim_response_is_still_contract_400(
         assert_error(resp, 400, "'/gone' endpoint does not exist in server replicas")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a parse error in a request body while its exchange runs only sets "
-    "pending_error (frontend.py _protocol_error); the exchange never gets request_done, so "
-    "after the upstream timeout the client gets a 504 and the connection then hangs forever",
-)
 async def test_malformed_chunked_body_answered_and_closed(make_balancer: BalancerFactory) -> None:
     lb = await make_balancer(InProcessRuntime(echo_app), upstream_timeout_s=1.0)
     head = request_bytes("POST", "/echo?id=1", headers=[("Transfer-Encoding", "chunked")])
@@ -266,12 +249,6 @@ async def test_malformed_chunked_body_answered_and_closed(make_balancer: Balance
         assert await c.closed_by_peer(limit_s=3.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: frontend.py data_received sets keep_alive=False on self._parsing after "
-    "HttpParserUpgrade, but llhttp already ran on_message_complete, so _parsing is None: the "
-    "connection is kept open and the bytes after the Upgrade request are silently dropped",
-)
 async def test_upgrade_request_answered_then_closed(echo_lb: Balancer) -> None:
     upgrade = request_bytes(
         "GET", "/echo?id=1", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket")]

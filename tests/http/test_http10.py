@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.conftest import Balancer
 from tests.http.wire import Client
 
@@ -34,12 +32,6 @@ async def test_http10_post_with_length(echo_lb: Balancer) -> None:
         assert await c.closed_by_peer()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an HTTP/1.0 keep-alive request keeps the client connection open after a "
-    "de-chunked answer that has neither Content-Length nor chunked coding, so the client cannot "
-    "find the end of the body (exchange.py/frontend.py keep keep_alive for http10)",
-)
 async def test_http10_keep_alive_dechunked_answer_is_delimited(echo_lb: Balancer) -> None:
     async with await Client.open(echo_lb.service.port) as c:
         resp = await c.request(

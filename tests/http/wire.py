@@ -141,7 +141,7 @@ async def _read_one(reader: asyncio.StreamReader, *, head_request: bool) -> Resp
     if head_request or 100 <= resp.status < 200 or resp.status in (204, 304):
         return resp
     if coding:
-        assert coding == "chunked", f"unexpected transfer coding {coding!r}"
+        assert coding.replace(" ", "").endswith("chunked"), f"unexpected coding {coding!r}"
         resp.chunked = True
         resp.body, resp.trailers = await _read_chunked(reader)
     elif length is not None:
@@ -187,7 +187,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     req = Request(method, target, version, _parse_fields(lines[1:]), head)
     coding = (req.get("transfer-encoding") or "").lower()
     if coding:
-        assert coding == "chunked", f"unexpected transfer coding {coding!r}"
+        assert coding.replace(" ", "").endswith("chunked"), f"unexpected coding {coding!r}"
         req.chunked = True
         req.body, _ = await _read_chunked(reader)
     elif (length := req.get("content-length")) is not None:
