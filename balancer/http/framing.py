@@ -26,6 +26,14 @@ _HOP_MARKERS = tuple(b"\r\n" + name + b":" for name in HOP_BY_HOP if name != b"t
 _KEEP_ALIVE_LINE = b"\r\nConnection: keep-alive\r\n"
 MAX_HEAD = 64 * 1024
 
+# Framing decisions per distinct response head: replicas repeat the same head (only Date
+# changes, once a second), so parsing it again per response is wasted work. One dict per
+# (no_body, dechunk) combination; cleared when it grows past _CACHE_LIMIT (heads that carry
+# per-response values, such as cookies, simply never hit).
+_CACHE_LIMIT = 4096
+_CACHE_HEAD_MAX = 2048  # bytes: bounds the cache at ~8 MB per dict
+_CACHES: tuple[dict[bytes, tuple[int, int, int, bool, bytes]], ...] = ({}, {}, {}, {})
+
 # Framer phases.
 HEAD, LENGTH, CHUNKED, UNTIL_CLOSE, DONE = range(5)
 # Chunk parser states.
@@ -47,6 +55,7 @@ class ResponseFramer:
 
     __slots__ = (
         "_buf",
+        "_cache",
         "_chunk_left",
         "_chunk_state",
         "_dechunk",
@@ -66,6 +75,7 @@ class ResponseFramer:
         self._buf = b""
         self._no_body = no_body
         self._dechunk = dechunk
+        self._cache = _CACHES[no_body * 2 + dechunk]
         self.phase = HEAD
         self.status = 0
         self.remaining = 0
@@ -105,12 +115,26 @@ class ResponseFramer:
             raise FramingError("response head too large")
         self._buf = b""
         head, rest = buf[: end + 4], buf[end + 4 :]
+        cached = self._cache.get(head)
+        if cached is not None:
+            self.status, self.phase, self.remaining, self.reusable, out = cached
+            if self.phase == DONE:
+                self.extra = rest
+                return out
+            return out + self.feed(rest) if rest else out
         code = head[9:12]
-        if not head.startswith(b"HTTP/1.") or not code.isdigit() or head[12:13] not in b" \r":
+        if (
+            not head.startswith(b"HTTP/1.")
+            or not code.isdigit()
+            or code[0] == 48  # "0xx" is not a status
+            or head[12:13] not in b" \r"
+        ):
             raise FramingError(f"bad status line {head[:40]!r}")
         self.status = int(code)
-        head = self._frame(head)
-        if 100 <= self.status < 200 and self.status != 101:
+        raw_head, head = head, self._frame(head)
+        if self.status >= 200 or self.status == 101:
+            self._remember(raw_head, head)
+        else:
             # Interim response: relay it and frame the final response that follows.
             self.phase = HEAD
             return head + (self._feed_head(rest) if rest else b"")
@@ -118,6 +142,13 @@ class ResponseFramer:
             self.extra = rest
             return head
         return head + self.feed(rest) if rest else head
+
+    def _remember(self, raw_head: bytes, head: bytes) -> None:
+        if len(raw_head) > _CACHE_HEAD_MAX:
+            return
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[raw_head] = (self.status, self.phase, self.remaining, self.reusable, head)
 
     def _frame(self, head: bytes) -> bytes:
         """Decide the body framing from the head; return the head to relay."""
