@@ -8,9 +8,10 @@ the event loop are excluded on purpose: this isolates what our own code costs.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
+
+import uvloop
 
 from balancer.config import Settings
 from balancer.http.frontend import ClientConn, Frontend
@@ -87,4 +88,4 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000))
+    uvloop.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000))

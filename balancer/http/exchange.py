@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from balancer.http.frontend import ClientConn, Frontend
 
 _UNUSED_STATS = ReplicaStats()  # the admin route: counted nowhere
+_NONE_TRIED: list[str] = []  # shared, never mutated: an exchange copies before appending
 
 
 class Exchange:
@@ -59,7 +60,6 @@ class Exchange:
         self,
         client: ClientConn,
         head: bytes,
-        *,
         path: bytes,
         key: str | None,
         keep_alive: bool,
@@ -88,7 +88,7 @@ class Exchange:
         self.connecting: asyncio.Task[None] | None = None
         self.name = ""
         self.stats = _UNUSED_STATS
-        self.tried: list[str] = []
+        self.tried: list[str] = _NONE_TRIED  # built only when a retry happens
         self.attempts = 0
         self.started = 0.0
 
@@ -99,18 +99,26 @@ class Exchange:
         if self.admin:
             self._use(self.fe.admin_address)
             return
-        snapshot = self.fe.view.current
+        fe = self.fe
+        snapshot = fe.view.current
         try:
             name = snapshot.ring.lookup(self.key)  # type: ignore[arg-type]
         except NoReplicasError:
-            self.fe.stats.no_replica += 1
+            fe.stats.no_replica += 1
             self.respond_error(503, "No replicas available")
             return
-        self._route_to(name, snapshot.addresses[name])
+        # The common case, inlined: the owner, over a pooled connection.
+        self.name = name
+        self.stats = fe.stats.replicas.get(name) or fe.stats.replica(name)
+        address = snapshot.addresses[name]
+        conn = fe.pool.take(address)
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.connecting = asyncio.get_running_loop().create_task(self._connect(address))
 
     def _route_to(self, name: str, address: str) -> None:
         self.name = name
-        self.tried.append(name)
         self.stats = self.fe.stats.replica(name)
         self._use(address)
 
@@ -150,8 +158,11 @@ class Exchange:
             candidates = snapshot.ring.candidates(self.key, 1 + self.fe.retries)  # type: ignore[arg-type]
         except NoReplicasError:
             return False
+        if not self.tried:
+            self.tried = [self.name]
         for name in candidates:
             if name not in self.tried:
+                self.tried.append(name)
                 self.attempts += 1
                 self.stats.retries += 1
                 self._route_to(name, snapshot.addresses[name])
@@ -163,7 +174,7 @@ class Exchange:
     def _attach(self, conn: UpstreamConn) -> None:
         self.conn = conn
         conn.user = self
-        conn.framer.reset(no_body=self.no_body, dechunk=self.http10)
+        conn.framer.reset(self.no_body, self.http10)
         self.stats.in_flight += 1
         self.started = self.fe.loop.time()
         transport = conn.transport
@@ -232,11 +243,19 @@ class Exchange:
     def _complete(self, status: int) -> None:
         conn = self.conn
         assert conn is not None
+        self.conn = None
+        fe = self.fe
+        now = fe.loop.time()
+        stats = self.stats
+        stats.in_flight -= 1
         framer = conn.framer
-        reusable = framer.reusable and self.request_done and not framer.extra
-        self._detach(close=not reusable)
+        if framer.reusable and self.request_done and not framer.extra:
+            fe.pool.give_back(conn, now)
+        else:
+            conn.user = None
+            conn.close()
         if not self.admin:
-            self.stats.record(status, self.fe.loop.time() - self.started)
+            stats.record(status, now - self.started)
         self.client.exchange_finished(self)
 
     def _detach(self, *, close: bool) -> None:

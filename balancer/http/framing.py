@@ -68,9 +68,9 @@ class ResponseFramer:
     )
 
     def __init__(self) -> None:
-        self.reset(no_body=False, dechunk=False)
+        self.reset(False, False)
 
-    def reset(self, *, no_body: bool, dechunk: bool) -> None:
+    def reset(self, no_body: bool, dechunk: bool) -> None:
         """Prepare for the next response. ``no_body``: the request was HEAD."""
         self._buf = b""
         self._no_body = no_body
@@ -117,8 +117,12 @@ class ResponseFramer:
         head, rest = buf[: end + 4], buf[end + 4 :]
         cached = self._cache.get(head)
         if cached is not None:
-            self.status, self.phase, self.remaining, self.reusable, out = cached
-            if self.phase == DONE:
+            self.status, phase, remaining, self.reusable, out = cached
+            if phase == LENGTH and len(rest) == remaining:  # the whole response in one read
+                self.phase = DONE
+                return out + rest
+            self.phase, self.remaining = phase, remaining
+            if phase == DONE:
                 self.extra = rest
                 return out
             return out + self.feed(rest) if rest else out

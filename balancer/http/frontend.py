@@ -48,6 +48,19 @@ REASONS = {
 }
 
 
+# What the data path does with a request header (absent from the table: forward it).
+_DROP, _CAPTURE, _LIST, _XFF = range(4)
+
+
+def header_actions(key_headers: frozenset[bytes]) -> dict[bytes, int]:
+    actions = dict.fromkeys(HOP_BY_HOP, _DROP)
+    actions[b"connection"] = actions[b"transfer-encoding"] = _LIST
+    actions[b"x-forwarded-for"] = _XFF
+    for name in key_headers:
+        actions.setdefault(name, _CAPTURE)
+    return actions
+
+
 class HeadTooLarge(Exception):
     """Raised inside a parser callback: the request head exceeds the limit (→ 431)."""
 
@@ -74,6 +87,7 @@ class Frontend:
         self.pool = pool
         self.stats = stats
         self.keys = keys
+        self.header_actions = header_actions(keys.header_names)
         self.admin_address = admin_address
         self.retries = retries
         self.upstream_timeout_s = upstream_timeout_s
@@ -186,6 +200,10 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+            if self.head_started:  # a head is still arriving: bound what it may take
+                self._head_bytes += len(data)
+                if self._head_bytes > self.fe.max_head_bytes:
+                    self._protocol_error(431)
         except httptools.HttpParserUpgrade:
             # Upgrade/CONNECT is not proxied: answer the request, then close the connection.
             if self._parsing is not None:
@@ -233,51 +251,49 @@ class ClientConn(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_bytes += len(url)
-        if self._head_bytes > self.fe.max_head_bytes:
-            raise HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.fe.max_head_bytes:
-            raise HeadTooLarge
         lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == b"connection" or lower == b"transfer-encoding":
-                # Repeated lines are one comma-joined list (RFC 9110 §5.3). llhttp accepts a
-                # request coding list only when it ends in chunked.
-                prior = self._captured.get(lower)
-                self._captured[lower] = (
-                    value.lower() if prior is None else (prior + b", " + value.lower())
-                )
-                self._chunked = lower == b"transfer-encoding" or self._chunked
-            return
-        if lower == b"x-forwarded-for":
-            self._xff = value if self._xff is None else self._xff + b", " + value
-            return
-        if lower in self.keys.header_names:
+        action = self.fe.header_actions.get(lower)
+        if action is None:  # the common case: forward as received
+            self._headers.append(b"%s: %s\r\n" % (name, value))
+        elif action == _CAPTURE:  # a key source: forward and remember
             self._captured[lower] = value
-        self._headers.append(b"%s: %s\r\n" % (name, value))
+            self._headers.append(b"%s: %s\r\n" % (name, value))
+        elif action == _LIST:  # Connection / Transfer-Encoding: hop-by-hop, but needed
+            # Repeated lines are one comma-joined list (RFC 9110 §5.3). llhttp accepts a
+            # request coding list only when it ends in chunked.
+            prior = self._captured.get(lower)
+            self._captured[lower] = value.lower() if prior is None else prior + b", " + value
+            self._chunked = self._chunked or lower == b"transfer-encoding"
+        elif action == _XFF:
+            self._xff = value if self._xff is None else self._xff + b", " + value
+        # _DROP: other hop-by-hop fields are not forwarded
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         url = self._url
+        headers = self._headers
+        if len(url) + sum(map(len, headers)) > self.fe.max_head_bytes:
+            raise HeadTooLarge
         method = parser.get_method()
         http10 = parser.get_http_version() == "1.0"
-        head = self._build_head(method, url, http10)
-        path = url.split(b"?", 1)[0] if url.startswith(ADMIN_PREFIXES) else b""
-        admin = bool(path) and ((path, method) in ADMIN_ROUTES or path.startswith(b"/lb/"))
+        head = self._build_head(method, url, headers, http10)
+        admin = False
+        if url.startswith(ADMIN_PREFIXES):
+            path = url.split(b"?", 1)[0]
+            admin = (path, method) in ADMIN_ROUTES or path.startswith(b"/lb/")
         ex = Exchange(
             self,
             head,
-            path=url,
-            key=None if admin else self.keys.key(url, self._captured, self.peer),
+            url,
+            None if admin else self.keys.key(url, self._captured, self.peer),
             # HTTP/1.0 responses may be de-chunked into a close-delimited body, and an Upgrade
             # is not proxied: both close after the answer.
-            keep_alive=parser.should_keep_alive() and not http10 and not parser.should_upgrade(),
-            no_body=method == b"HEAD",
-            http10=http10,
-            chunked=self._chunked,
+            parser.should_keep_alive() and not http10 and not parser.should_upgrade(),
+            method == b"HEAD",
+            http10,
+            self._chunked,
         )
         self._parsing = ex
         self.head_started = 0.0
@@ -288,25 +304,24 @@ class ClientConn(asyncio.Protocol):
             self.queue.append(ex)
             self.pause_reading(self.PAUSE_PIPELINE)
 
-    def _build_head(self, method: bytes, url: bytes, http10: bool) -> bytes:
-        headers = self._headers
-        connection = self._captured.get(b"connection")
-        if connection and connection not in (b"close", b"keep-alive"):
-            # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-            named = {t.strip() for t in connection.split(b",")}
-            headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
+    def _build_head(self, method: bytes, url: bytes, headers: list[bytes], http10: bool) -> bytes:
+        captured = self._captured
+        if captured:
+            connection = captured.get(b"connection")
+            if connection and connection not in (b"close", b"keep-alive"):
+                # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+                named = {t.strip() for t in connection.split(b",")}
+                headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
         xff = (
             self._xff_line
             if self._xff is None
-            else (b"X-Forwarded-For: %s, %s\r\n" % (self._xff, self.peer.encode()))
+            else b"X-Forwarded-For: %s, %s\r\n" % (self._xff, self.peer.encode())
         )
         extra = b""
-        if self.parser.get_http_version() == "1.0" and not any(
-            h[:5].lower() == b"host:" for h in headers
-        ):
+        if http10 and not any(h[:5].lower() == b"host:" for h in headers):
             extra = b"Host: localhost\r\n"
         if self._chunked:  # the body is re-chunked on the way; other codings stay as they are
-            extra += b"Transfer-Encoding: %s\r\n" % self._captured[b"transfer-encoding"]
+            extra += b"Transfer-Encoding: %s\r\n" % captured[b"transfer-encoding"]
         return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (method, url, b"".join(headers), xff, extra)
 
     def on_body(self, body: bytes) -> None:

@@ -38,7 +38,7 @@ NEXT = b"HTTP/1.1 204 No Content\r\n\r\n"  # a pipelined next response
 
 def framer(*, no_body: bool = False, dechunk: bool = False) -> ResponseFramer:
     f = ResponseFramer()
-    f.reset(no_body=no_body, dechunk=dechunk)
+    f.reset(no_body, dechunk)
     return f
 
 
@@ -715,7 +715,7 @@ def test_reset_for_pipelined_second_response() -> None:
     assert f.feed(CL_MSG + CHUNKED_MSG[:30]) == CL_MSG
     leftover = f.extra
     assert leftover == CHUNKED_MSG[:30]
-    f.reset(no_body=False, dechunk=True)
+    f.reset(False, True)
     assert (f.phase, f.status, f.extra, f.reusable, f.remaining) == (HEAD, 0, b"", True, 0)
     out = f.feed(leftover) + f.feed(CHUNKED_MSG[30:])
     assert out == DECHUNKED_HEAD + CHUNKED_PAYLOAD
@@ -727,7 +727,7 @@ def test_reset_after_connection_close_response() -> None:
     f = framer()
     f.feed(head(b"Connection: close", b"Content-Length: 0", status=b"HTTP/1.1 404 Not Found"))
     assert (f.status, f.reusable) == (404, False)
-    f.reset(no_body=False, dechunk=False)
+    f.reset(False, False)
     assert f.feed(CL_MSG) == CL_MSG
     assert (f.status, f.reusable, f.phase) == (200, True, DONE)
 
@@ -735,7 +735,7 @@ def test_reset_after_connection_close_response() -> None:
 def test_reset_mid_head_discards_partial_head() -> None:
     f = framer()
     f.feed(b"HTTP/1.1 500 Int")
-    f.reset(no_body=False, dechunk=False)
+    f.reset(False, False)
     assert f.feed(CL_MSG) == CL_MSG
     assert f.status == 200
 
@@ -743,7 +743,7 @@ def test_reset_mid_head_discards_partial_head() -> None:
 def test_reset_mid_chunk_discards_chunk_state() -> None:
     f = framer()
     f.feed(CHUNKED_HEAD + b"10\r\nabc")  # in the middle of a 16-byte chunk
-    f.reset(no_body=False, dechunk=False)
+    f.reset(False, False)
     assert f.feed(CHUNKED_MSG) == CHUNKED_MSG
     assert f.phase == DONE
 
@@ -751,7 +751,7 @@ def test_reset_mid_chunk_discards_chunk_state() -> None:
 def test_reset_mid_size_line_discards_buffer() -> None:
     f = framer()
     f.feed(CHUNKED_HEAD + b"ff")  # an unfinished size line
-    f.reset(no_body=False, dechunk=True)
+    f.reset(False, True)
     assert f.feed(CHUNKED_MSG) == DECHUNKED_HEAD + CHUNKED_PAYLOAD
 
 
@@ -760,7 +760,7 @@ def test_reset_switches_no_body() -> None:
     f = framer(no_body=True)
     assert f.feed(msg) == msg
     assert f.phase == DONE
-    f.reset(no_body=False, dechunk=False)
+    f.reset(False, False)
     assert f.feed(msg) == msg
     assert f.phase == LENGTH
     assert f.feed(b"abc") == b"abc"
