@@ -19,6 +19,7 @@ from balancer.process_runtime import ProcessRuntime
 from balancer.runtime import ReplicaRuntime
 from balancer.static_runtime import StaticRuntime
 from balancer.store import InMemoryStore
+from balancer.workers import ADMIN_ENV, ID_ENV, run_worker
 
 log = logging.getLogger("balancer")
 
@@ -29,7 +30,9 @@ async def serve(settings: Settings) -> None:
         runtime = StaticRuntime(settings.backend_list)
     else:
         runtime = ProcessRuntime(settings.replica_host)
-    service = BalancerService(settings, store=InMemoryStore(), runtime=runtime)
+    service = BalancerService(
+        settings, store=InMemoryStore(), runtime=runtime, worker_argv=sys.argv[1:]
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,12 +57,16 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    admin = os.environ.get(ADMIN_ENV)
+    main_coro = (
+        run_worker(settings, admin, os.environ.get(ID_ENV, "?")) if admin else serve(settings)
+    )
     try:
         import uvloop
     except ImportError:  # optional: plain asyncio works, only slower
-        asyncio.run(serve(settings))
+        asyncio.run(main_coro)
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(main_coro)
 
 
 def _given(argv: list[str] | None) -> set[str]:

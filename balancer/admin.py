@@ -19,7 +19,8 @@ from balancer.manager import ReplicaManager
 from balancer.membership import RingView
 from balancer.names import is_valid_name, server_id
 from balancer.runtime import ReplicaRuntime
-from balancer.store import Store
+from balancer.stats import TrafficStats
+from balancer.store import Store, membership_json
 from balancer.wire import (
     ADD_TOO_MANY_NAMES,
     CONTENT_TYPE,
@@ -79,12 +80,14 @@ class AdminApi:
         view: RingView,
         runtime: ReplicaRuntime,
         algorithm: str,
+        stats: TrafficStats,
     ) -> None:
         self._manager = manager
         self._store = store
         self._view = view
         self._runtime = runtime
         self._algorithm = algorithm
+        self._stats = stats
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -93,7 +96,22 @@ class AdminApi:
             web.delete("/rm", self.rm),
             web.post("/rm", self.rm),
             web.get("/lb/status", self.status),
+            web.get("/lb/membership", self.membership),
+            web.post("/lb/worker-stats", self.worker_stats),
         ]
+
+    async def membership(self, request: web.Request) -> web.Response:
+        """The membership document, for worker processes; ``wait_epoch`` makes it a long poll."""
+        wait_epoch = request.query.get("wait_epoch")
+        if wait_epoch is not None:
+            timeout_s = min(float(request.query.get("timeout_s", "5")), 30.0)
+            await self._store.wait_for_change(int(wait_epoch), timeout_s)
+        return web.json_response(membership_json(await self._store.membership()))
+
+    async def worker_stats(self, request: web.Request) -> web.Response:
+        """A worker process's latest counters (reachable on the admin socket only)."""
+        self._stats.remote[request.query["id"]] = await request.json()
+        return web.Response(status=204)
 
     async def rep(self, request: web.Request) -> web.Response:
         membership = await self._store.membership()

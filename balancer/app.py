@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
 from balancer.store import Store
 from balancer.supervisor import Supervisor
+from balancer.workers import WorkerSet
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,14 @@ _STOP_REPLICAS_S = 10.0
 class BalancerService:
     """One balancer process (see the module docstring)."""
 
-    def __init__(self, settings: Settings, *, store: Store, runtime: ReplicaRuntime) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store,
+        runtime: ReplicaRuntime,
+        worker_argv: Sequence[str] = (),
+    ) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -58,6 +66,7 @@ class BalancerService:
         self.pool = UpstreamPool(connect_timeout_s=settings.upstream_connect_timeout_s)
         self.view.listeners.append(self._on_ring_swap)
         self.port = 0
+        self._worker_argv = list(worker_argv)
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self.supervisor: Supervisor | None = None
@@ -104,11 +113,15 @@ class BalancerService:
             client_idle_timeout_s=s.client_idle_timeout_s,
             header_timeout_s=s.header_timeout_s,
         )
-        server = await fe.listen(s.host, s.port)
+        server = await fe.listen(s.host, s.port, reuse_port=s.workers > 1)
         stack.callback(fe.close_all)
         stack.push_async_callback(_close_server, server)
         self.port = server.sockets[0].getsockname()[1]
         self._spawn(fe.run_sweeper(), "sweeper")
+        if s.workers > 1:
+            workers = WorkerSet(s.workers, admin_address, self._worker_argv)
+            stack.push_async_callback(workers.stop)
+            await workers.start()
         log.info("balancing on http://%s:%d (admin at %s)", s.host, self.port, admin_address)
 
     async def stop(self) -> None:
@@ -154,7 +167,9 @@ class BalancerService:
 
     async def _serve_admin(self, manager: ReplicaManager) -> str:
         app = web.Application(client_max_size=1024 * 1024)
-        admin = AdminApi(manager, self.store, self.view, self.runtime, self.settings.algorithm)
+        admin = AdminApi(
+            manager, self.store, self.view, self.runtime, self.settings.algorithm, self.stats
+        )
         app.router.add_routes(admin.routes())
         app.router.add_get("/metrics", metrics_handler(self.registry))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -55,6 +55,7 @@ _HELP: dict[str, str] = {
     "(replicas defaults to their number)",
     "replica_host": "loopback address replicas of the process runtime listen on",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "workers": "data-path processes sharing the port (SO_REUSEPORT) and this instance's ring",
 }
 
 
@@ -87,9 +88,10 @@ class Settings:
     backends: str = ""
     replica_host: str = "127.0.0.1"
     log_level: LogLevel = "INFO"
+    workers: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("slots", "points_per_weight", "heartbeat_fails", "max_replicas"):
+        for name in ("slots", "points_per_weight", "heartbeat_fails", "max_replicas", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         for name in _SECONDS:

@@ -9,6 +9,7 @@ Must not import: asyncio, aiohttp, prometheus_client, redis, docker.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 # Upper bounds (seconds) of the latency histogram buckets; +Inf is implicit.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -67,6 +68,7 @@ class TrafficStats:
         self.client_connections = 0
         self.client_errors: dict[str, int] = {}  # 400, 431, 408, … answered by the balancer
         self.no_replica = 0  # 503: empty ring
+        self.remote: dict[str, dict[str, Any]] = {}  # worker id → its latest snapshot
 
     def replica(self, name: str) -> ReplicaStats:
         stats = self.replicas.get(name)
@@ -83,3 +85,50 @@ class TrafficStats:
         for name in list(self.replicas):
             if name not in names and self.replicas[name].in_flight == 0:
                 del self.replicas[name]
+
+
+def stats_snapshot(stats: TrafficStats) -> dict[str, Any]:
+    return {
+        "client_connections": stats.client_connections,
+        "client_errors": dict(stats.client_errors),
+        "no_replica": stats.no_replica,
+        "replicas": {name: stats_snapshot_of(st) for name, st in stats.replicas.items()},
+    }
+
+
+def merged(stats: TrafficStats) -> dict[str, Any]:
+    """This process's counters plus every worker's latest snapshot, summed."""
+    total = stats_snapshot(stats)
+    for snap in stats.remote.values():
+        total["client_connections"] += snap["client_connections"]
+        total["no_replica"] += snap["no_replica"]
+        for code, count in snap["client_errors"].items():
+            total["client_errors"][code] = total["client_errors"].get(code, 0) + count
+        for name, theirs in snap["replicas"].items():
+            mine = total["replicas"].setdefault(name, _zero())
+            for key in ("requests", "retries", "in_flight", "latency_sum_s"):
+                mine[key] += theirs[key]
+            mine["by_class"] = [
+                a + b for a, b in zip(mine["by_class"], theirs["by_class"], strict=True)
+            ]
+            mine["buckets"] = [
+                a + b for a, b in zip(mine["buckets"], theirs["buckets"], strict=True)
+            ]
+            mine["errors"] = {k: mine["errors"].get(k, 0) + v for k, v in theirs["errors"].items()}
+    return total
+
+
+def _zero() -> dict[str, Any]:
+    return stats_snapshot_of(ReplicaStats())
+
+
+def stats_snapshot_of(st: ReplicaStats) -> dict[str, Any]:
+    return {
+        "requests": st.requests,
+        "by_class": list(st.by_class),
+        "errors": dict(st.errors),
+        "retries": st.retries,
+        "in_flight": st.in_flight,
+        "latency_sum_s": st.latency_sum_s,
+        "buckets": list(st.buckets),
+    }

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from balancer.hashing import Member
 
@@ -131,3 +131,21 @@ class InMemoryStore:
     async def alive(self) -> frozenset[str]:
         now = self._clock()
         return frozenset(n for n, until in self._alive_until.items() if until > now)
+
+
+def membership_json(membership: Membership) -> dict[str, Any]:
+    return {
+        "epoch": membership.epoch,
+        "replicas": [
+            {"name": r.name, "index": r.index, "address": r.address, "weight": r.weight}
+            for r in membership.replicas
+        ],
+    }
+
+
+def membership_from_json(data: dict[str, Any]) -> Membership:
+    replicas = tuple(
+        Replica(r["name"], int(r["index"]), r["address"], int(r["weight"]))
+        for r in data["replicas"]
+    )
+    return Membership(int(data["epoch"]), replicas)

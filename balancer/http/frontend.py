@@ -282,7 +282,9 @@ class ClientConn(asyncio.Protocol):
         admin = False
         if url.startswith(ADMIN_PREFIXES):
             path = url.split(b"?", 1)[0]
-            admin = (path, method) in ADMIN_ROUTES or path.startswith(b"/lb/")
+            admin = (path, method) in ADMIN_ROUTES or (
+                path.startswith(b"/lb/") and path != b"/lb/worker-stats"  # workers only
+            )
         ex = Exchange(
             self,
             head,

@@ -174,3 +174,53 @@ def test_sigint_stops_every_replica(tmp_path: Path) -> None:
 async def _status(url: str) -> dict:  # type: ignore[type-arg]
     async with aiohttp.ClientSession() as session:
         return await get_json(session, f"{url}/lb/status")
+
+
+def child_pids(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+async def test_workers_share_the_ring_and_report_metrics(tmp_path: Path) -> None:
+    lb = RunningBalancer(tmp_path / "balancer.log", "--workers", "2")
+    try:
+        lb.wait_ready()
+        await asyncio.sleep(1.0)  # the worker binds the same port (SO_REUSEPORT)
+        # Many fresh connections: the kernel spreads them over both processes.
+        ids: collections.Counter[str] = collections.Counter()
+        for i in range(300):
+            async with aiohttp.ClientSession() as session:
+                body = await get_json(session, f"{lb.url}/home?id={i}")
+                ids[body["message"].split()[-1]] += 1
+        assert set(ids) == {"1", "2", "3"} and sum(ids.values()) == 300
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{lb.url}/add", json={"n": 1, "hostnames": ["W9"]}) as r,
+        ):
+            assert r.status == 200
+        served = set()
+        for i in range(300):  # after /add, both processes route to the new replica too
+            async with aiohttp.ClientSession() as session:
+                body = await get_json(session, f"{lb.url}/home?id={1000 + i}")
+                served.add(body["message"].split()[-1])
+        assert "W9" in served
+        await asyncio.sleep(1.5)  # workers push their counters every second
+        async with aiohttp.ClientSession() as session, session.get(f"{lb.url}/metrics") as r:
+            text = await r.text()
+        total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("lb_upstream_responses_total{")
+        )
+        assert total == 600  # both processes counted, admin requests not
+        workers = [p for p in child_pids(lb.proc.pid) if "balancer" in _cmdline(p)]
+        assert len(workers) == 1
+    finally:
+        lb.stop()
+    assert lb.proc.returncode == 0
+    assert not pid_alive(workers[0])
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
