@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -38,11 +39,25 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
+    quiet_gc()
     try:
         await stop.wait()
         log.info("shutting down")
     finally:
         await service.stop()
+
+
+def quiet_gc() -> None:
+    """Keep garbage-collector pauses out of the request tail.
+
+    The data path allocates short-lived objects only (refcounting frees them), so cyclic
+    collections find almost nothing; what they cost is walking the long-lived startup objects.
+    Freezing those and collecting the youngest generation less often removes most of the pause
+    time without letting garbage build up.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def main(argv: list[str] | None = None) -> None:

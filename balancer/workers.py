@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -90,6 +91,9 @@ async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> 
             header_timeout_s=settings.header_timeout_s,
         )
         server = await fe.listen(settings.host, settings.port, reuse_port=True)
+        gc.collect()
+        gc.freeze()  # see balancer.__main__.quiet_gc
+        gc.set_threshold(50_000, 20, 100)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
