@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import socket
 from typing import cast
 
@@ -46,6 +47,27 @@ REASONS = {
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
+
+
+# A request head that needs more than forwarding as received plus X-Forwarded-For: a body or
+# its framing, hop-by-hop fields, an incoming X-Forwarded-For, Expect. Such heads take the
+# full path (httptools callbacks per field); all others take ClientConn._fast_path.
+_NEEDS_FULL_PATH = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-[a-z-]*|te|trailer|transfer-encoding|upgrade"
+    rb"|content-length|x-forwarded-for|expect)[ \t]*:"
+)
+
+
+class _Validator:
+    """Parser callbacks for validating a fast-path head: only completion matters."""
+
+    __slots__ = ("complete",)
+
+    def __init__(self) -> None:
+        self.complete = False
+
+    def on_message_complete(self) -> None:
+        self.complete = True
 
 
 # What the data path does with a request header (absent from the table: forward it).
@@ -130,6 +152,7 @@ class ClientConn(asyncio.Protocol):
     PAUSE_CONNECTING = 4
 
     __slots__ = (
+        "_between",
         "_captured",
         "_chunked",
         "_head_bytes",
@@ -137,6 +160,8 @@ class ClientConn(asyncio.Protocol):
         "_parsing",
         "_paused",
         "_url",
+        "_validator",
+        "_validator_state",
         "_xff",
         "_xff_line",
         "closed",
@@ -157,6 +182,9 @@ class ClientConn(asyncio.Protocol):
         self.fe = fe
         self.keys = fe.keys
         self.parser = httptools.HttpRequestParser(self)
+        self._validator_state = _Validator()
+        self._validator = httptools.HttpRequestParser(self._validator_state)
+        self._between = True  # the full parser is between messages
         self.exchange: Exchange | None = None
         self.queue: collections.deque[Exchange] = collections.deque()
         self.closed = False
@@ -198,6 +226,14 @@ class ClientConn(asyncio.Protocol):
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
+        if (
+            self._between
+            and self.exchange is None
+            and data.endswith(b"\r\n\r\n")
+            and data.find(b"\r\n\r\n") == len(data) - 4
+            and self._fast_path(data)
+        ):
+            return
         try:
             self.parser.feed_data(data)
             if self.head_started:  # a head is still arriving: bound what it may take
@@ -240,7 +276,58 @@ class ClientConn(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
+    def _fast_path(self, data: bytes) -> bool:
+        """Handle one complete, bodiless HTTP/1.1 request head; False: use the full path."""
+        fe = self.fe
+        if len(data) > fe.max_head_bytes:
+            return False
+        lower = data.lower()
+        if _NEEDS_FULL_PATH.search(lower) is not None:
+            return False
+        line_end = data.find(b"\r\n")
+        if data[line_end - 9 : line_end] != b" HTTP/1.1":
+            return False
+        state = self._validator_state
+        state.complete = False
+        try:
+            self._validator.feed_data(data)  # llhttp's checks, without per-field callbacks
+        except httptools.HttpParserError:
+            self._validator = httptools.HttpRequestParser(state)  # the old one is spent
+            return False
+        if not state.complete:
+            return False
+        space = data.find(b" ")
+        method = data[:space]
+        url = data[space + 1 : line_end - 9]
+        captured = {}
+        for name in self.keys.header_names:
+            at = lower.find(b"\r\n" + name + b":")
+            if at >= 0:
+                start = at + len(name) + 3
+                captured[name] = data[start : data.find(b"\r\n", start)].strip()
+        admin = False
+        if url.startswith(ADMIN_PREFIXES):
+            path = url.split(b"?", 1)[0]
+            admin = (path, method) in ADMIN_ROUTES or (
+                path.startswith(b"/lb/") and path != b"/lb/worker-stats"
+            )
+        ex = Exchange(
+            self,
+            data[:-2] + self._xff_line + b"\r\n",
+            url,
+            None if admin else self.keys.key(url, captured, self.peer),
+            True,
+            method == b"HEAD",
+            False,
+            False,
+        )
+        ex.request_done = True
+        self.exchange = ex
+        ex.start()
+        return True
+
     def on_message_begin(self) -> None:
+        self._between = False
         self._url = b""
         self._headers = []
         self._captured = {}
@@ -332,6 +419,7 @@ class ClientConn(asyncio.Protocol):
             ex.send_body(b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
 
     def on_message_complete(self) -> None:
+        self._between = True
         ex = self._parsing
         self._parsing = None
         if ex is not None:
