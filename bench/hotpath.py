@@ -14,7 +14,8 @@ import time
 import uvloop
 
 from balancer.config import Settings
-from balancer.http.frontend import ClientConn, Frontend
+from balancer.http.client import ClientConn
+from balancer.http.frontend import Frontend
 from balancer.http.upstream import UpstreamConn, UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.membership import RingView

@@ -22,7 +22,8 @@ from balancer.stats import ReplicaStats
 from balancer.wire import no_endpoint_message
 
 if TYPE_CHECKING:
-    from balancer.http.frontend import ClientConn, Frontend
+    from balancer.http.client import ClientConn
+    from balancer.http.frontend import Frontend
 
 _UNUSED_STATS = ReplicaStats()  # the admin route: counted nowhere
 _NONE_TRIED: list[str] = []  # shared, never mutated: an exchange copies before appending

@@ -1,0 +1,439 @@
+"""One client connection of the data path: requests parsed with httptools.
+
+Owns ``ClientConn`` (an ``asyncio.Protocol`` per client connection: parses requests, builds the
+upstream request head, runs one ``Exchange`` at a time and queues pipelined ones, answers
+malformed requests) and the per-header rules it applies. A complete, bodiless HTTP/1.1 head
+without hop-by-hop fields takes ``_fast_path`` (forwarded as received plus X-Forwarded-For);
+everything else takes the full per-field path.
+Must not import: aiohttp, redis, docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import socket
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from balancer.http.exchange import Exchange
+from balancer.http.framing import HOP_BY_HOP
+from balancer.wire import error_body
+
+if TYPE_CHECKING:
+    from balancer.http.frontend import Frontend
+
+log = logging.getLogger(__name__)
+
+ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics")
+ADMIN_ROUTES = frozenset(
+    {
+        (b"/rep", b"GET"),
+        (b"/add", b"POST"),
+        (b"/rm", b"DELETE"),
+        (b"/rm", b"POST"),
+        (b"/metrics", b"GET"),
+    }
+)
+REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+# A request head that needs more than forwarding as received plus X-Forwarded-For: a body or
+# its framing, hop-by-hop fields, an incoming X-Forwarded-For, Expect. Such heads take the
+# full path (httptools callbacks per field); all others take ClientConn._fast_path.
+_NEEDS_FULL_PATH = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-[a-z-]*|te|trailer|transfer-encoding|upgrade"
+    rb"|content-length|x-forwarded-for|expect)[ \t]*:"
+)
+
+
+class _Validator:
+    """Parser callbacks for validating a fast-path head: only completion matters."""
+
+    __slots__ = ("complete",)
+
+    def __init__(self) -> None:
+        self.complete = False
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+# What the data path does with a request header (absent from the table: forward it).
+_DROP, _CAPTURE, _LIST, _XFF = range(4)
+
+
+def header_actions(key_headers: frozenset[bytes]) -> dict[bytes, int]:
+    actions = dict.fromkeys(HOP_BY_HOP, _DROP)
+    actions[b"connection"] = actions[b"transfer-encoding"] = _LIST
+    actions[b"x-forwarded-for"] = _XFF
+    for name in key_headers:
+        actions.setdefault(name, _CAPTURE)
+    return actions
+
+
+class HeadTooLarge(Exception):
+    """Raised inside a parser callback: the request head exceeds the limit (→ 431)."""
+
+
+class ClientConn(asyncio.Protocol):
+    PAUSE_PIPELINE = 1
+    PAUSE_UPSTREAM = 2
+    PAUSE_CONNECTING = 4
+
+    __slots__ = (
+        "_between",
+        "_captured",
+        "_chunked",
+        "_head_bytes",
+        "_headers",
+        "_parsing",
+        "_paused",
+        "_url",
+        "_validator",
+        "_validator_state",
+        "_xff",
+        "_xff_line",
+        "closed",
+        "exchange",
+        "fe",
+        "head_started",
+        "idle_since",
+        "keys",
+        "parser",
+        "peer",
+        "pending_error",
+        "queue",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, fe: Frontend) -> None:
+        self.fe = fe
+        self.keys = fe.keys
+        self.parser = httptools.HttpRequestParser(self)
+        self._validator_state = _Validator()
+        self._validator = httptools.HttpRequestParser(self._validator_state)
+        self._between = True  # the full parser is between messages
+        self.exchange: Exchange | None = None
+        self.queue: collections.deque[Exchange] = collections.deque()
+        self.closed = False
+        self.write_paused = False
+        self.pending_error = 0  # a 400/431 to answer once the response in progress is done
+        self._paused = 0
+        self._parsing: Exchange | None = None
+        self._url = b""
+        self._headers: list[bytes] = []
+        self._captured: dict[bytes, bytes] = {}
+        self._xff: bytes | None = None
+        self._chunked = False
+        self._head_bytes = 0
+        self.head_started = 0.0
+        self.idle_since = fe.loop.time()
+
+    # -- connection events -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+        self._xff_line = b"X-Forwarded-For: %s\r\n" % self.peer.encode()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fe.connections.add(self)
+        self.fe.stats.client_connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.fe.connections.discard(self)
+        self.fe.stats.client_connections -= 1
+        if self.exchange is not None:
+            self.exchange.abandon()
+            self.exchange = None
+        for queued in self.queue:
+            queued.abandon()
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if (
+            self._between
+            and self.exchange is None
+            and data.endswith(b"\r\n\r\n")
+            and data.find(b"\r\n\r\n") == len(data) - 4
+            and self._fast_path(data)
+        ):
+            return
+        try:
+            self.parser.feed_data(data)
+            if self.head_started:  # a head is still arriving: bound what it may take
+                self._head_bytes += len(data)
+                if self._head_bytes > self.fe.max_head_bytes:
+                    self._protocol_error(431)
+        except httptools.HttpParserUpgrade:
+            # Upgrade/CONNECT is not proxied: answer the request, then close the connection.
+            if self._parsing is not None:
+                self._parsing.keep_alive = False
+            self.pause_reading(self.PAUSE_PIPELINE)
+        except httptools.HttpParserCallbackError as exc:
+            too_large = isinstance(exc.__context__, HeadTooLarge)  # httptools chains it
+            self._protocol_error(431 if too_large else 400)
+        except httptools.HttpParserError:
+            self._protocol_error(400)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.exchange
+        if ex is not None and ex.conn is not None and ex.conn.transport is not None:
+            ex.conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.exchange
+        if ex is not None and ex.conn is not None and ex.conn.transport is not None:
+            ex.conn.transport.resume_reading()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        was = self._paused
+        self._paused &= ~reason
+        if was and not self._paused and not self.closed:
+            self.transport.resume_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def _fast_path(self, data: bytes) -> bool:
+        """Handle one complete, bodiless HTTP/1.1 request head; False: use the full path."""
+        fe = self.fe
+        if len(data) > fe.max_head_bytes:
+            return False
+        lower = data.lower()
+        if _NEEDS_FULL_PATH.search(lower) is not None:
+            return False
+        line_end = data.find(b"\r\n")
+        if data[line_end - 9 : line_end] != b" HTTP/1.1":
+            return False
+        state = self._validator_state
+        state.complete = False
+        try:
+            self._validator.feed_data(data)  # llhttp's checks, without per-field callbacks
+        except httptools.HttpParserError:
+            self._validator = httptools.HttpRequestParser(state)  # the old one is spent
+            return False
+        if not state.complete:
+            return False
+        space = data.find(b" ")
+        method = data[:space]
+        url = data[space + 1 : line_end - 9]
+        captured = {}
+        for name in self.keys.header_names:
+            at = lower.find(b"\r\n" + name + b":")
+            if at >= 0:
+                start = at + len(name) + 3
+                captured[name] = data[start : data.find(b"\r\n", start)].strip()
+        admin = False
+        if url.startswith(ADMIN_PREFIXES):
+            path = url.split(b"?", 1)[0]
+            admin = (path, method) in ADMIN_ROUTES or (
+                path.startswith(b"/lb/") and path != b"/lb/worker-stats"
+            )
+        ex = Exchange(
+            self,
+            data[:-2] + self._xff_line + b"\r\n",
+            url,
+            None if admin else self.keys.key(url, captured, self.peer),
+            True,
+            method == b"HEAD",
+            False,
+            False,
+        )
+        ex.request_done = True
+        self.exchange = ex
+        ex.start()
+        return True
+
+    def on_message_begin(self) -> None:
+        self._between = False
+        self._url = b""
+        self._headers = []
+        self._captured = {}
+        self._xff = None
+        self._chunked = False
+        self._head_bytes = 0
+        self.head_started = self.fe.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        action = self.fe.header_actions.get(lower)
+        if action is None:  # the common case: forward as received
+            self._headers.append(b"%s: %s\r\n" % (name, value))
+        elif action == _CAPTURE:  # a key source: forward and remember
+            self._captured[lower] = value
+            self._headers.append(b"%s: %s\r\n" % (name, value))
+        elif action == _LIST:  # Connection / Transfer-Encoding: hop-by-hop, but needed
+            # Repeated lines are one comma-joined list (RFC 9110 §5.3). llhttp accepts a
+            # request coding list only when it ends in chunked.
+            prior = self._captured.get(lower)
+            self._captured[lower] = value.lower() if prior is None else prior + b", " + value
+            self._chunked = self._chunked or lower == b"transfer-encoding"
+        elif action == _XFF:
+            self._xff = value if self._xff is None else self._xff + b", " + value
+        # _DROP: other hop-by-hop fields are not forwarded
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        url = self._url
+        headers = self._headers
+        if len(url) + sum(map(len, headers)) > self.fe.max_head_bytes:
+            raise HeadTooLarge
+        method = parser.get_method()
+        http10 = parser.get_http_version() == "1.0"
+        head = self._build_head(method, url, headers, http10)
+        admin = False
+        if url.startswith(ADMIN_PREFIXES):
+            path = url.split(b"?", 1)[0]
+            admin = (path, method) in ADMIN_ROUTES or (
+                path.startswith(b"/lb/") and path != b"/lb/worker-stats"  # workers only
+            )
+        ex = Exchange(
+            self,
+            head,
+            url,
+            None if admin else self.keys.key(url, self._captured, self.peer),
+            # HTTP/1.0 responses may be de-chunked into a close-delimited body, and an Upgrade
+            # is not proxied: both close after the answer.
+            parser.should_keep_alive() and not http10 and not parser.should_upgrade(),
+            method == b"HEAD",
+            http10,
+            self._chunked,
+        )
+        self._parsing = ex
+        self.head_started = 0.0
+        if self.exchange is None:
+            self.exchange = ex
+            ex.start()
+        else:
+            self.queue.append(ex)
+            self.pause_reading(self.PAUSE_PIPELINE)
+
+    def _build_head(self, method: bytes, url: bytes, headers: list[bytes], http10: bool) -> bytes:
+        captured = self._captured
+        if captured:
+            connection = captured.get(b"connection")
+            if connection and connection not in (b"close", b"keep-alive"):
+                # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+                named = {t.strip() for t in connection.split(b",")}
+                headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
+        xff = (
+            self._xff_line
+            if self._xff is None
+            else b"X-Forwarded-For: %s, %s\r\n" % (self._xff, self.peer.encode())
+        )
+        extra = b""
+        if http10 and not any(h[:5].lower() == b"host:" for h in headers):
+            extra = b"Host: localhost\r\n"
+        if self._chunked:  # the body is re-chunked on the way; other codings stay as they are
+            extra += b"Transfer-Encoding: %s\r\n" % captured[b"transfer-encoding"]
+        return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (method, url, b"".join(headers), xff, extra)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._parsing
+        if ex is not None:
+            ex.send_body(b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
+
+    def on_message_complete(self) -> None:
+        self._between = True
+        ex = self._parsing
+        self._parsing = None
+        if ex is not None:
+            if ex.chunked:
+                ex.send_body(b"0\r\n\r\n")
+            ex.request_done = True
+            if ex.response_done and ex is self.exchange:
+                self._advance(ex)
+
+    # -- exchange lifecycle ----------------------------------------------------------------
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        """The response of ``ex`` is complete; move on once its request is complete too."""
+        ex.response_done = True
+        if ex is self.exchange and (ex.request_done or not ex.keep_alive):
+            self._advance(ex)
+
+    def _advance(self, ex: Exchange) -> None:
+        self.exchange = None
+        self.idle_since = self.fe.loop.time()
+        if not ex.keep_alive or not ex.request_done or self.closed:
+            self.transport.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.exchange = nxt
+            if not self.queue:
+                self.resume_reading(self.PAUSE_PIPELINE)
+            nxt.start()
+        elif self.pending_error:
+            self._protocol_error(self.pending_error)
+        elif self._paused & self.PAUSE_PIPELINE:
+            self.resume_reading(self.PAUSE_PIPELINE)
+
+    def write_error(self, status: int, message: str, *, head_only: bool = False) -> None:
+        """An error answer in the contract's JSON shape (head only for a HEAD request)."""
+        body = error_body(message)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, REASONS.get(status, b"Error"), len(body), b"" if head_only else body)
+        )
+
+    def _protocol_error(self, status: int) -> None:
+        """Answer a malformed request and close (after any response still in progress)."""
+        message = {431: "Request header fields too large", 408: "Request timeout"}.get(
+            status, "Malformed HTTP request"
+        )
+        ex = self.exchange
+        if ex is not None and ex.request_done:  # a later pipelined request is malformed
+            self.pending_error = status
+            self.pause_reading(self.PAUSE_PIPELINE)
+            return
+        if ex is not None:  # the body of the request in progress is malformed: give it up
+            self.exchange = None
+            ex.abandon()
+            if ex.relayed:
+                self.transport.close()
+                return
+        self.fe.stats.client_error(status)
+        body = error_body(message)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
+        )
+        self.transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        ex = self.exchange
+        if ex is not None:
+            since = ex.in_flight_since
+            if since is not None and now - since > self.fe.upstream_timeout_s:
+                ex.timed_out()
+            return
+        if self.head_started and now - self.head_started > self.fe.header_timeout_s:
+            self._protocol_error(408)
+        elif not self.head_started and now - self.idle_since > self.fe.client_idle_timeout_s:
+            self.transport.close()
