@@ -17,6 +17,11 @@ DELAY_MS=2
 # shellcheck source=/dev/null
 source "$HARNESS/lib/configs.sh"
 
+for port in 8001 8002 8003 9101 9300; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: stop what listens there first" >&2; exit 1
+  fi
+done
 RUN=$(mktemp -d /tmp/chlb-latency.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; }

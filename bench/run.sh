@@ -6,7 +6,9 @@
 # (A B C A B C ...), and records CPU per request. bench/compare.py then prints ratios to HAProxy.
 # Environment: REPS (3), DURATION (10 s), ANCHORS (haproxy-uri,nginx-hash), PIN=1 for the pinned
 # mode (balancers on CPU 0, wrk and backends on CPU 1), LB_ARGS (extra balancer flags),
-# LABEL (results folder label). Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
+# LABEL (results folder label), FLOOR=1 to add bench/floor.py (a uvloop byte copier: what the
+# event loop and syscalls cost before any of our code). Traffic goes to 127.0.0.1 only; every
+# run is bounded by DURATION.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HARNESS=${BENCH_HARNESS:-$REPO/../shared/bench}
@@ -31,8 +33,16 @@ lb_bin=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[
   "$REPO/.venv/bin/lb-balancer" "$HARNESS")
 cmd="$lb_bin --host 127.0.0.1 --port {PORT} --backends {BACKENDS} --log-level WARNING ${LB_ARGS:-}"
 pin=(); [ "${PIN:-0}" = 1 ] && pin=(--pin)
+extra=()
+if [ "${FLOOR:-0}" = 1 ]; then
+  py=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
+    "$REPO/.venv/bin/python" "$HARNESS")
+  floor=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
+    "$REPO/bench/floor.py" "$HARNESS")
+  extra=(--cmd uvloop-floor 9400 "$py $floor {PORT} {BACKENDS}")
+fi
 mkdir -p "$OUT"
 (cd "$HARNESS" && ./lb_bench.sh "${pin[@]}" --anchors "$ANCHORS" --reps "$REPS" \
-  --duration "$DURATION" --label "$LABEL" --out "$OUT" --cmd chlb 9300 "$cmd") \
+  --duration "$DURATION" --label "$LABEL" --out "$OUT" --cmd chlb 9300 "$cmd" "${extra[@]}") \
   > "$OUT/harness.log" 2>&1 || { tail -30 "$OUT/harness.log" >&2; exit 1; }
 "$REPO/.venv/bin/python" "$REPO/bench/compare.py" "$OUT" | tee "$OUT/compare.md"
