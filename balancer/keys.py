@@ -1,0 +1,28 @@
+"""Every Redis key and channel name, under one prefix.
+
+Owns the names only (no I/O). Layout:
+  lb:membership        hash {epoch, doc}: the versioned member list (doc is JSON)
+  lb:changes           pub/sub channel: the new epoch after every committed change (a hint)
+  lb:alive:<name>      string with a TTL: the replica passed a heartbeat recently
+Must not import: anything but the standard library.
+"""
+
+from __future__ import annotations
+
+PREFIX = "lb:"
+
+
+def membership(prefix: str = PREFIX) -> str:
+    return f"{prefix}membership"
+
+
+def changes(prefix: str = PREFIX) -> str:
+    return f"{prefix}changes"
+
+
+def alive(name: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}alive:{name}"
+
+
+def alive_pattern(prefix: str = PREFIX) -> str:
+    return f"{prefix}alive:*"

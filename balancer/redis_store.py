@@ -1,0 +1,162 @@
+"""The ``Store`` in Redis: one truth shared by every balancer instance.
+
+Owns ``RedisStore``. Membership is a hash ``{epoch, doc}`` changed only by a Lua compare-and-set
+on the epoch, so two instances writing at once never lose an update: the loser gets None and
+re-reads. Every commit publishes the new epoch on a channel; ``wait_for_change`` wakes on those
+hints, and callers reload from Redis anyway on a timer (pub/sub is a hint, Redis is the truth).
+Liveness is ``SET lb:alive:<name> PX ttl``: a TTL, never a clock compared across hosts.
+Every call has a socket timeout (set on the client), so no await hangs on a dead Redis.
+Must not import: aiohttp, docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from balancer import keys
+from balancer.store import Membership, Replica, membership_from_json, membership_json
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] membership hash, KEYS[2] changes channel; ARGV[1] expected epoch, ARGV[2] new doc.
+# Returns the new epoch, or -1 when the stored epoch is not the expected one (a lost race).
+_COMMIT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if current ~= tonumber(ARGV[1]) then
+  return -1
+end
+local epoch = current + 1
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'doc', ARGV[2])
+redis.call('PUBLISH', KEYS[2], epoch)
+return epoch
+"""
+
+
+class RedisStore:
+    """``Store`` over a redis-py asyncio client (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = keys.PREFIX) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._commit = client.register_script(_COMMIT)
+        self._changed = asyncio.Condition()
+        self._hints = 0  # bumped on every pub/sub message and (re)subscription
+        self._listener: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 2.0, prefix: str = keys.PREFIX) -> RedisStore:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=10,
+        )
+        return cls(client, prefix=prefix)
+
+    async def membership(self) -> Membership:
+        epoch, doc = await self._redis.hmget(keys.membership(self._prefix), ["epoch", "doc"])
+        if doc is None:
+            return Membership(int(epoch or 0), ())
+        return membership_from_json(json.loads(doc))
+
+    async def commit(
+        self, replicas: Sequence[Replica], *, expected_epoch: int
+    ) -> Membership | None:
+        names = [r.name for r in replicas]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate replica names in a membership commit")
+        new = Membership(expected_epoch + 1, tuple(replicas))
+        result = await self._commit(
+            keys=[keys.membership(self._prefix), keys.changes(self._prefix)],
+            args=[expected_epoch, json.dumps(membership_json(new))],
+        )
+        return None if int(result) < 0 else new
+
+    async def wait_for_change(self, epoch: int, timeout_s: float) -> None:
+        self._ensure_listener()
+        # Read the hint counter before the epoch: a commit after the read publishes a hint
+        # after it, so no change can slip between the check and the wait.
+        hints = self._hints
+        stored = await self._redis.hget(keys.membership(self._prefix), "epoch")
+        if int(stored or 0) != epoch:
+            return
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._hints != hints), timeout_s
+                )
+
+    async def mark_alive(self, name: str, ttl_s: float) -> None:
+        await self._redis.set(keys.alive(name, self._prefix), 1, px=max(1, int(ttl_s * 1000)))
+
+    async def mark_dead(self, name: str) -> None:
+        await self._redis.delete(keys.alive(name, self._prefix))
+
+    async def alive(self) -> frozenset[str]:
+        marker = keys.alive("", self._prefix)
+        found = set()
+        async for key in self._redis.scan_iter(match=keys.alive_pattern(self._prefix), count=500):
+            found.add((key.decode() if isinstance(key, bytes) else key)[len(marker) :])
+        return frozenset(found)
+
+    async def close(self) -> None:
+        """Stop the change listener (within about half a second) and close the client.
+
+        The listener is asked to stop rather than cancelled: a cancel that lands inside a
+        client's subscribe can be swallowed (fakeredis does), which would leave it hanging.
+        """
+        self._stop.set()
+        task, self._listener = self._listener, None
+        if task is not None:
+            _, pending = await asyncio.wait({task}, timeout=3.0)
+            for stuck in pending:
+                log.warning("redis change listener did not stop; cancelling it")
+                stuck.cancel()
+        await self._redis.aclose()
+
+    # -- change hints ------------------------------------------------------------------------
+
+    def _ensure_listener(self) -> None:
+        if self._stop.is_set():
+            return
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="redis change listener"
+            )
+
+    async def _listen(self) -> None:
+        """Subscribe to the change channel; every message, and every resubscription, is a hint."""
+        delay = 0.1
+        resubscribing = False
+        while not self._stop.is_set():
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.changes(self._prefix))
+                    if resubscribing:
+                        await self._hint()  # changes may have been missed while disconnected
+                    resubscribing = True
+                    delay = 0.1
+                    while not self._stop.is_set():
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=0.5
+                        )
+                        if message is not None:
+                            await self._hint()
+            except (RedisError, OSError) as exc:
+                log.warning("redis pub/sub lost (%s); resubscribing in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _hint(self) -> None:
+        async with self._changed:
+            self._hints += 1
+            self._changed.notify_all()
