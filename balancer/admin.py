@@ -10,6 +10,7 @@ Must not import: redis, docker, ``balancer.proxy``.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from balancer.membership import RingView
 from balancer.names import is_valid_name, server_id
 from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
-from balancer.store import Store, membership_json
+from balancer.store import Membership, Store, membership_json
 from balancer.wire import (
     ADD_TOO_MANY_NAMES,
     CONTENT_TYPE,
@@ -118,19 +119,21 @@ class AdminApi:
         return _reply(200, replicas_body(membership.names))
 
     async def add(self, request: web.Request) -> web.Response:
-        try:
-            n, hostnames = await parse_change(request, ADD_TOO_MANY_NAMES)
-            membership = await self._manager.add(n, hostnames)
-        except RequestError as exc:
-            return _reply(400, error_body(str(exc)))
-        except (RuntimeFailure, ConflictError) as exc:
-            return _reply(503, error_body(str(exc)))
-        return _reply(200, replicas_body(membership.names))
+        return await self._change(request, ADD_TOO_MANY_NAMES, self._manager.add)
 
     async def rm(self, request: web.Request) -> web.Response:
+        return await self._change(request, RM_TOO_MANY_NAMES, self._manager.remove)
+
+    async def _change(
+        self,
+        request: web.Request,
+        too_many: str,
+        apply: Callable[[int, list[str]], Awaitable[Membership]],
+    ) -> web.Response:
+        """Validate, apply, answer: 400 for a bad request, 503 when the runtime failed."""
         try:
-            n, hostnames = await parse_change(request, RM_TOO_MANY_NAMES)
-            membership = await self._manager.remove(n, hostnames)
+            n, hostnames = await parse_change(request, too_many)
+            membership = await apply(n, hostnames)
         except RequestError as exc:
             return _reply(400, error_body(str(exc)))
         except (RuntimeFailure, ConflictError) as exc:
