@@ -6,6 +6,7 @@ Owns the exceptions raised across module boundaries::
     ├── ConfigError          bad setting value (env, flag or file)
     ├── RequestError         a client's admin request is invalid → 400, nothing changed
     ├── ConflictError        the change lost a race with another change → retried, then 409
+    ├── StaleLeaderError     a write carried a fencing token older than the current leader's
     └── RuntimeFailure       a replica could not be started or stopped → 503
         └── SpawnTimeout     started, but never answered its first heartbeat
 
@@ -29,6 +30,10 @@ class RequestError(LBError):
 
 class ConflictError(LBError):
     """A membership change kept losing the race against concurrent changes."""
+
+
+class StaleLeaderError(LBError):
+    """This instance's leadership ended: its write was refused by the fencing token."""
 
 
 class RuntimeFailure(LBError):

@@ -4,6 +4,8 @@ Owns the names only (no I/O). Layout:
   lb:membership        hash {epoch, doc}: the versioned member list (doc is JSON)
   lb:changes           pub/sub channel: the new epoch after every committed change (a hint)
   lb:alive:<name>      string with a TTL: the replica passed a heartbeat recently
+  lb:leader            string with a TTL: "<instance>:<token>" of the current leader
+  lb:fence             counter: the fencing token of the latest leader
 Must not import: anything but the standard library.
 """
 
@@ -26,3 +28,11 @@ def alive(name: str, prefix: str = PREFIX) -> str:
 
 def alive_pattern(prefix: str = PREFIX) -> str:
     return f"{prefix}alive:*"
+
+
+def leader(prefix: str = PREFIX) -> str:
+    return f"{prefix}leader"
+
+
+def fence(prefix: str = PREFIX) -> str:
+    return f"{prefix}fence"

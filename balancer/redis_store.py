@@ -21,13 +21,19 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from balancer import keys
+from balancer.errors import StaleLeaderError
 from balancer.store import Membership, Replica, membership_from_json, membership_json
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] membership hash, KEYS[2] changes channel; ARGV[1] expected epoch, ARGV[2] new doc.
-# Returns the new epoch, or -1 when the stored epoch is not the expected one (a lost race).
+# KEYS[1] membership hash, KEYS[2] changes channel, KEYS[3] fence counter; ARGV[1] expected
+# epoch, ARGV[2] new doc, ARGV[3] the writer's fencing token ('' = unfenced write).
+# Returns the new epoch; -1 when the stored epoch is not the expected one (a lost race); -2 when
+# the token is not the latest leader's (a stale leader: refused).
 _COMMIT = """
+if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
+  return -2
+end
 local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if current ~= tonumber(ARGV[1]) then
   return -1
@@ -68,17 +74,26 @@ class RedisStore:
         return membership_from_json(json.loads(doc))
 
     async def commit(
-        self, replicas: Sequence[Replica], *, expected_epoch: int
+        self,
+        replicas: Sequence[Replica],
+        *,
+        expected_epoch: int,
+        fence_token: int | None = None,
     ) -> Membership | None:
         names = [r.name for r in replicas]
         if len(set(names)) != len(names):
             raise ValueError("duplicate replica names in a membership commit")
         new = Membership(expected_epoch + 1, tuple(replicas))
-        result = await self._commit(
-            keys=[keys.membership(self._prefix), keys.changes(self._prefix)],
-            args=[expected_epoch, json.dumps(membership_json(new))],
-        )
-        return None if int(result) < 0 else new
+        keys_ = [
+            keys.membership(self._prefix),
+            keys.changes(self._prefix),
+            keys.fence(self._prefix),
+        ]
+        doc = json.dumps(membership_json(new))
+        result = int(await self._commit(keys=keys_, args=[expected_epoch, doc, fence_token or ""]))
+        if result == -2:
+            raise StaleLeaderError(f"fencing token {fence_token} is no longer the leader's")
+        return None if result < 0 else new
 
     async def wait_for_change(self, epoch: int, timeout_s: float) -> None:
         self._ensure_listener()

@@ -62,12 +62,24 @@ class Store(Protocol):
         ...
 
     async def commit(
-        self, replicas: Sequence[Replica], *, expected_epoch: int
+        self,
+        replicas: Sequence[Replica],
+        *,
+        expected_epoch: int,
+        fence_token: int | None = None,
     ) -> Membership | None:
         """Replace the member list if the epoch is still ``expected_epoch``.
 
+        Args:
+            fence_token: the writing leader's fencing token; a store shared by several
+                instances refuses a token older than the current leader's (the in-memory store
+                has one writer and ignores it).
+
         Returns:
             The new membership (epoch + 1), or None when another change won the race.
+
+        Raises:
+            StaleLeaderError: the token is stale (shared stores only).
         """
         ...
 
@@ -101,7 +113,11 @@ class InMemoryStore:
         return self._membership
 
     async def commit(
-        self, replicas: Sequence[Replica], *, expected_epoch: int
+        self,
+        replicas: Sequence[Replica],
+        *,
+        expected_epoch: int,
+        fence_token: int | None = None,
     ) -> Membership | None:
         if self._membership.epoch != expected_epoch:
             return None

@@ -57,7 +57,13 @@ class PrimaryStore:
             resp.raise_for_status()
             return membership_from_json(await resp.json())
 
-    async def commit(self, replicas: Sequence[Replica], *, expected_epoch: int) -> None:
+    async def commit(
+        self,
+        replicas: Sequence[Replica],
+        *,
+        expected_epoch: int,
+        fence_token: int | None = None,
+    ) -> Membership | None:
         raise NotImplementedError("workers never change membership")
 
     async def mark_alive(self, name: str, ttl_s: float) -> None:

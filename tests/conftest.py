@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -15,6 +15,7 @@ import uvloop
 from balancer.app import BalancerService
 from balancer.config import Settings
 from balancer.store import InMemoryStore
+from tests.support.redis_server import redis_server
 from tests.support.runtime import InProcessRuntime
 
 # Fast heartbeats so failure tests finish quickly; the production defaults are in Settings.
@@ -64,6 +65,13 @@ async def make_balancer() -> AsyncIterator[BalancerFactory]:
     for lb in made:
         await lb.client.close()
         await lb.service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str | None]:
+    """A real redis-server for the session (started here if the binary exists), or None."""
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,22 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import fakeredis
 import pytest
 
 from balancer.redis_store import RedisStore
 from balancer.store import InMemoryStore, Replica, Store
-from tests.support.redis_server import redis_server
 
 StoreFactory = Callable[[], Store]
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str | None]:
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "fakeredis", "redis"])

@@ -1,0 +1,137 @@
+"""Leader election: a Redis lease with a fencing token.
+
+Owns ``LeaderElector``. The lease is ``lb:leader = "<instance>:<token>"`` with a TTL; taking it
+also increments ``lb:fence`` (one Lua script, so the two cannot come apart), and that number is
+the leader's fencing token: the store refuses membership writes that carry an older token, so a
+leader that stalled and lost its lease cannot overwrite its successor's changes. The lease is
+renewed every ``ttl/3``; the leader steps down at once when a renewal is refused (someone else
+holds the lease) or when its lease could have expired without a renewal getting through
+(measured on this process's monotonic clock: a duration, never a time compared across hosts).
+Must not import: aiohttp, docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from balancer import keys
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] lease, KEYS[2] fence counter; ARGV[1] instance id, ARGV[2] ttl ms → token or 0.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], 'taking', 'NX', 'PX', ARGV[2]) then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+  return token
+end
+return 0
+"""
+# KEYS[1] lease; ARGV[1] our lease value, ARGV[2] ttl ms → 1 renewed, 0 not ours any more.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS[1] lease; ARGV[1] our lease value.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+Clock = Callable[[], float]
+
+
+class LeaderElector:
+    """Campaigns for the lease and keeps it (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        instance_id: str,
+        *,
+        ttl_s: float = 3.0,
+        prefix: str = keys.PREFIX,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._redis = client
+        self._id = instance_id
+        self._ttl_ms = max(100, int(ttl_s * 1000))
+        self._prefix = prefix
+        self._clock = clock
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self.token: int | None = None  # the fencing token while leader
+        self.elected = asyncio.Event()
+        self._valid_until = 0.0
+
+    @property
+    def is_leader(self) -> bool:
+        """True only while the lease is certainly ours."""
+        if self.token is not None and self._clock() >= self._valid_until:
+            self._step_down("the lease may have expired without a renewal")
+        return self.token is not None
+
+    async def run(self) -> None:
+        """Campaign and renew forever; a Redis error counts as a missed renewal."""
+        interval_s = self._ttl_ms / 3000
+        while True:
+            try:
+                await (self._keep() if self.token is not None else self._campaign())
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("leader election: redis unavailable (%s)", exc)
+            self.is_leader  # noqa: B018  # steps down when the lease may have run out
+            await asyncio.sleep(interval_s)
+
+    async def release(self) -> None:
+        """Give the lease up (on shutdown) so a follower takes over without waiting for the TTL."""
+        token = self.token
+        self._step_down("shutting down")
+        if token is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._release(keys=[self._lease_key()], args=[f"{self._id}:{token}"])
+
+    async def _campaign(self) -> None:
+        started = self._clock()
+        token = int(
+            await self._acquire(
+                keys=[self._lease_key(), keys.fence(self._prefix)], args=[self._id, self._ttl_ms]
+            )
+        )
+        if token:
+            self.token = token
+            self._valid_until = started + self._ttl_ms / 1000
+            self.elected.set()
+            log.info("became leader with fencing token %d", token)
+
+    async def _keep(self) -> None:
+        started = self._clock()
+        renewed = await self._renew(
+            keys=[self._lease_key()], args=[f"{self._id}:{self.token}", self._ttl_ms]
+        )
+        if int(renewed):
+            self._valid_until = started + self._ttl_ms / 1000
+        else:
+            self._step_down("the lease is held by someone else")
+
+    def _step_down(self, why: str) -> None:
+        if self.token is not None:
+            log.warning("stepping down as leader (token %d): %s", self.token, why)
+        self.token = None
+        self.elected.clear()
+
+    def _lease_key(self) -> str:
+        return keys.leader(self._prefix)

@@ -1,0 +1,173 @@
+"""Leader election over fakeredis and a real redis-server: one leader, fast takeover, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import fakeredis
+import pytest
+import redis.asyncio as redis
+
+from balancer.errors import StaleLeaderError
+from balancer.leader import LeaderElector
+from balancer.redis_store import RedisStore
+from balancer.store import Replica
+
+TTL_S = 0.6
+ClientFactory = Callable[[], redis.Redis]
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+async def make_client(
+    request: pytest.FixtureRequest, redis_url: str | None
+) -> AsyncIterator[tuple[ClientFactory, str, fakeredis.FakeServer | None]]:
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    clients: list[redis.Redis] = []
+    server = None
+    if request.param == "fakeredis":
+        server = fakeredis.FakeServer()
+
+        def factory() -> redis.Redis:
+            clients.append(fakeredis.aioredis.FakeRedis(server=server))
+            return clients[-1]
+    else:
+        if redis_url is None:
+            pytest.skip("no redis-server binary and no LB_TEST_REDIS_URL (CI installs one)")
+        url = redis_url
+
+        def factory() -> redis.Redis:
+            clients.append(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1))
+            return clients[-1]
+
+    yield factory, prefix, server
+    if server is not None:
+        server.connected = True
+    for client in clients:
+        with contextlib.suppress(redis.RedisError, OSError):
+            async for key in client.scan_iter(match=f"{prefix}*"):
+                await client.delete(key)
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def campaigning(elector: LeaderElector) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(elector.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_leader(*electors: LeaderElector, timeout_s: float = 3.0) -> LeaderElector:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        leaders = [e for e in electors if e.is_leader]
+        if leaders:
+            assert len(leaders) == 1
+            return leaders[0]
+        await asyncio.sleep(0.01)
+    pytest.fail("no leader elected")
+
+
+async def test_single_instance_becomes_leader(make_client) -> None:  # type: ignore[no-untyped-def]
+    factory, prefix, _ = make_client
+    a = LeaderElector(factory(), "a", ttl_s=TTL_S, prefix=prefix)
+    async with campaigning(a):
+        assert await wait_leader(a) is a
+        assert a.token == 1
+
+
+async def test_exactly_one_leader_at_a_time(make_client) -> None:  # type: ignore[no-untyped-def]
+    factory, prefix, _ = make_client
+    electors = [LeaderElector(factory(), f"i{i}", ttl_s=TTL_S, prefix=prefix) for i in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        for e in electors:
+            await stack.enter_async_context(campaigning(e))
+        await wait_leader(*electors)
+        for _ in range(100):  # two lease lifetimes, sampled every 10 ms
+            assert sum(e.is_leader for e in electors) == 1
+            await asyncio.sleep(0.012)
+
+
+async def test_follower_takes_over_when_the_leader_dies(make_client) -> None:  # type: ignore[no-untyped-def]
+    factory, prefix, _ = make_client
+    a = LeaderElector(factory(), "a", ttl_s=TTL_S, prefix=prefix)
+    b = LeaderElector(factory(), "b", ttl_s=TTL_S, prefix=prefix)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(campaigning(a))
+        assert await wait_leader(a) is a
+        b_task = await stack.enter_async_context(campaigning(b))
+        await asyncio.sleep(TTL_S)  # b campaigns and loses while a renews
+        assert not b.is_leader
+        # a's campaign stops without releasing (a crash): b must wait out the lease, no longer.
+        await stack.aclose()  # (cancels both; b restarts below)
+        assert b_task.done()
+    async with campaigning(b):
+        died = time.monotonic()
+        assert await wait_leader(b, timeout_s=3.0) is b
+        took = time.monotonic() - died
+    assert took < TTL_S + TTL_S / 3 + 0.3, f"takeover took {took:.2f}s"
+    assert b.token == 2
+
+
+async def test_release_hands_over_without_waiting_for_the_ttl(make_client) -> None:  # type: ignore[no-untyped-def]
+    factory, prefix, _ = make_client
+    a = LeaderElector(factory(), "a", ttl_s=5.0, prefix=prefix)
+    b = LeaderElector(factory(), "b", ttl_s=5.0, prefix=prefix)
+    async with campaigning(a):
+        assert await wait_leader(a) is a
+        async with campaigning(b):
+            await a.release()
+            released = time.monotonic()
+            assert await wait_leader(b, timeout_s=4.0) is b
+            assert time.monotonic() - released < 2.5  # one campaign interval, not the 5 s TTL
+            assert not a.is_leader
+
+
+async def test_stale_leader_steps_down_and_its_writes_are_fenced(make_client) -> None:  # type: ignore[no-untyped-def]
+    factory, prefix, _ = make_client
+    a = LeaderElector(factory(), "a", ttl_s=TTL_S, prefix=prefix)
+    store = RedisStore(factory(), prefix=prefix)
+    async with campaigning(a):
+        await wait_leader(a)
+        old_token = a.token
+        assert old_token is not None
+        # Someone else takes the lease behind a's back (as after a long stall of a).
+        thief_client = factory()
+        await thief_client.delete(f"{prefix}leader")
+        thief = LeaderElector(thief_client, "thief", ttl_s=TTL_S, prefix=prefix)
+        async with campaigning(thief):
+            await asyncio.sleep(TTL_S)  # a's next renewal is refused
+            assert not a.is_leader and thief.is_leader
+            with pytest.raises(StaleLeaderError):
+                await store.commit(
+                    [Replica("S1", 1, "a:1")], expected_epoch=0, fence_token=old_token
+                )
+            assert await store.commit(
+                [Replica("S1", 1, "a:1")], expected_epoch=0, fence_token=thief.token
+            )
+    await store.close()
+
+
+@pytest.mark.parametrize("make_client", ["fakeredis"], indirect=True)  # outage: connected=False
+async def test_leader_steps_down_when_redis_is_unreachable(make_client) -> None:  # type: ignore[no-untyped-def]
+    factory, prefix, server = make_client
+    assert server is not None
+    a = LeaderElector(factory(), "a", ttl_s=TTL_S, prefix=prefix)
+    async with campaigning(a):
+        await wait_leader(a)
+        server.connected = False
+        cut = time.monotonic()
+        for _ in range(200):
+            if not a.is_leader:
+                break
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - cut <= TTL_S + 0.1  # never past the lease it last renewed
+        server.connected = True
+        assert await wait_leader(a, timeout_s=3.0) is a
