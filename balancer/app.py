@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from balancer.accesslog import AccessLog
 from balancer.admin import AdminApi
 from balancer.config import Settings
 from balancer.health import HealthMonitor, wait_ready
@@ -112,6 +113,7 @@ class BalancerService:
             upstream_timeout_s=s.upstream_timeout_s,
             client_idle_timeout_s=s.client_idle_timeout_s,
             header_timeout_s=s.header_timeout_s,
+            access=AccessLog(s.access_log_sample),
         )
         server = await fe.listen(s.host, s.port, reuse_port=s.workers > 1)
         stack.callback(fe.close_all)

@@ -56,6 +56,8 @@ _HELP: dict[str, str] = {
     "replica_host": "loopback address replicas of the process runtime listen on",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "workers": "data-path processes sharing the port (SO_REUSEPORT) and this instance's ring",
+    "access_log_sample": "fraction of requests logged as JSON lines (logger balancer.access); "
+    "0 = off",
 }
 
 
@@ -89,6 +91,7 @@ class Settings:
     replica_host: str = "127.0.0.1"
     log_level: LogLevel = "INFO"
     workers: int = 1
+    access_log_sample: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("slots", "points_per_weight", "heartbeat_fails", "max_replicas", "workers"):
@@ -103,6 +106,7 @@ class Settings:
             (self.vnodes is None or self.vnodes >= 1, "vnodes must be at least 1"),
             (0 <= self.hash_seed < 2**64, "hash_seed must be in [0, 2**64)"),
             (self.retries >= 0, "retries must be at least 0"),
+            (0.0 <= self.access_log_sample <= 1.0, "access_log_sample must be in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from balancer.accesslog import AccessLog
 from balancer.config import Settings
 from balancer.http.frontend import Frontend
 from balancer.http.upstream import UpstreamPool
@@ -95,6 +96,7 @@ async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> 
             upstream_timeout_s=settings.upstream_timeout_s,
             client_idle_timeout_s=settings.client_idle_timeout_s,
             header_timeout_s=settings.header_timeout_s,
+            access=AccessLog(settings.access_log_sample),
         )
         server = await fe.listen(settings.host, settings.port, reuse_port=True)
         gc.collect()

@@ -254,6 +254,7 @@ class ClientConn(asyncio.Protocol):
         ex = Exchange(
             self,
             data[:-2] + self._xff_line + b"\r\n",
+            method,
             url,
             None if admin else self.keys.key(url, captured, self.peer),
             True,
@@ -315,6 +316,7 @@ class ClientConn(asyncio.Protocol):
         ex = Exchange(
             self,
             head,
+            method,
             url,
             None if admin else self.keys.key(url, self._captured, self.peer),
             # HTTP/1.0 responses may be de-chunked into a close-delimited body, and an Upgrade

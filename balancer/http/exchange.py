@@ -42,6 +42,7 @@ class Exchange:
         "http10",
         "keep_alive",
         "key",
+        "method",
         "name",
         "no_body",
         "parts",
@@ -61,6 +62,7 @@ class Exchange:
         self,
         client: ClientConn,
         head: bytes,
+        method: bytes,
         path: bytes,
         key: str | None,
         keep_alive: bool,
@@ -71,6 +73,7 @@ class Exchange:
         self.client = client
         self.fe: Frontend = client.fe
         self.parts = [head]  # what the upstream must receive (for a replay as well)
+        self.method = method
         self.pending_bytes = 0  # body bytes buffered while no connection is attached
         self.path = path
         self.key = key
@@ -257,7 +260,20 @@ class Exchange:
             conn.close()
         if not self.admin:
             stats.record(status, now - self.started)
+            if fe.access.rate and fe.access.sampled():  # the status the client got
+                self._log_access(400 if self.swallow else status, now - self.started)
         self.client.exchange_finished(self)
+
+    def _log_access(self, status: int, duration_s: float | None) -> None:
+        self.fe.access.record(
+            client=self.client.peer,
+            method=self.method,
+            target=self.path,
+            replica=self.name or "-",
+            status=status,
+            duration_s=duration_s,
+            retries=self.attempts,
+        )
 
     def _detach(self, *, close: bool) -> None:
         conn, self.conn = self.conn, None
@@ -278,7 +294,10 @@ class Exchange:
         if framer.phase == UNTIL_CLOSE:  # the close delimits the body: a complete response
             self.keep_alive = False
             if not self.admin:
-                self.stats.record(framer.status, self.fe.loop.time() - self.started)
+                duration_s = self.fe.loop.time() - self.started
+                self.stats.record(framer.status, duration_s)
+                if self.fe.access.rate and self.fe.access.sampled():
+                    self._log_access(framer.status, duration_s)
             self.client.exchange_finished(self)
             return
         self.stats.errors["reset"] += 1
@@ -319,6 +338,8 @@ class Exchange:
         self.relayed = True
         self.fe.stats.client_error(status)
         self.client.write_error(status, message, head_only=self.no_body)
+        if self.fe.access.rate and self.fe.access.sampled():
+            self._log_access(status, None)
         self.client.exchange_finished(self)
 
     def abandon(self) -> None:

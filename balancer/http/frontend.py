@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from balancer.accesslog import AccessLog
 from balancer.http.client import ClientConn, header_actions
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor
@@ -38,6 +39,7 @@ class Frontend:
         header_timeout_s: float = 10.0,
         max_head_bytes: int = 32 * 1024,
         replay_limit: int = 64 * 1024,
+        access: AccessLog | None = None,
     ) -> None:
         self.view = view
         self.pool = pool
@@ -51,6 +53,7 @@ class Frontend:
         self.header_timeout_s = header_timeout_s
         self.max_head_bytes = max_head_bytes
         self.replay_limit = replay_limit
+        self.access = access or AccessLog(0.0)
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConn] = set()
 
