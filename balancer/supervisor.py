@@ -31,7 +31,6 @@ class Supervisor:
         self._dead: asyncio.Queue[str] = asyncio.Queue()
         self._reported: set[str] = set()
         self.owed = 0
-        self.replaced = 0
 
     async def on_dead(self, name: str) -> None:
         """Called by the health monitor (possibly every round); returns at once."""
@@ -92,5 +91,4 @@ class Supervisor:
         if self.owed:
             membership = await self._manager.add(1, [])
             self.owed -= 1
-            self.replaced += 1
             log.info("replacement %s started; N=%d", membership.names[-1], len(membership.replicas))

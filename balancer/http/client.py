@@ -396,12 +396,21 @@ class ClientConn(asyncio.Protocol):
         elif self._paused & self.PAUSE_PIPELINE:
             self.resume_reading(self.PAUSE_PIPELINE)
 
-    def write_error(self, status: int, message: str, *, head_only: bool = False) -> None:
-        """An error answer in the contract's JSON shape (head only for a HEAD request)."""
+    def write_error(
+        self, status: int, message: str, *, head_only: bool = False, close: bool = False
+    ) -> None:
+        """An error answer in the contract's JSON shape (head only for a HEAD request;
+        ``Connection: close`` when the connection ends after it)."""
         body = error_body(message)
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, REASONS.get(status, b"Error"), len(body), b"" if head_only else body)
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (
+                status,
+                REASONS.get(status, b"Error"),
+                len(body),
+                b"Connection: close\r\n" if close else b"",
+                b"" if head_only else body,
+            )
         )
 
     def _protocol_error(self, status: int) -> None:
@@ -421,11 +430,7 @@ class ClientConn(asyncio.Protocol):
                 self.transport.close()
                 return
         self.fe.stats.client_error(status)
-        body = error_body(message)
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
-        )
+        self.write_error(status, message, close=True)
         self.transport.close()
 
     def check_timeouts(self, now: float) -> None:

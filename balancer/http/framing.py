@@ -122,10 +122,7 @@ class ResponseFramer:
                 self.phase = DONE
                 return out + rest
             self.phase, self.remaining = phase, remaining
-            if phase == DONE:
-                self.extra = rest
-                return out
-            return out + self.feed(rest) if rest else out
+            return self._after_head(out, rest)
         code = head[9:12]
         if (
             not head.startswith(b"HTTP/1.")
@@ -142,8 +139,12 @@ class ResponseFramer:
             # Interim response: relay it and frame the final response that follows.
             self.phase = HEAD
             return head + (self._feed_head(rest) if rest else b"")
+        return self._after_head(head, rest)
+
+    def _after_head(self, head: bytes, rest: bytes) -> bytes:
+        """The relayed head plus whatever of the body came with it."""
         if self.phase == DONE:
-            self.extra = rest
+            self.extra = rest  # bytes past a bodiless response
             return head
         return head + self.feed(rest) if rest else head
 
