@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## Start the balancer on :5555 with 3 replica processes (flags: make run ARGS="--replicas 5").
+## Start Redis and 2 balancer instances (:5555, :5556) sharing 3 replica processes.
+## Balancer flags go after "--": make run ARGS="-- --replicas 5".
 run: $(STAMP)
-	$(BIN)/lb-balancer $(ARGS)
+	$(BIN)/lb-cluster $(ARGS)
 
 ## The full test suite (unit, API, integration with real processes), then lint and types.
 test: $(STAMP)

@@ -6,11 +6,13 @@ The only reader of env and argv.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 
 from balancer.app import BalancerService
@@ -31,20 +33,65 @@ async def serve(settings: Settings) -> None:
         runtime = StaticRuntime(settings.backend_list)
     else:
         runtime = ProcessRuntime(settings.replica_host)
-    service = BalancerService(
-        settings, store=InMemoryStore(), runtime=runtime, worker_argv=sys.argv[1:]
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.redis_url:
+            service = await _shared_service(settings, runtime, stack)
+        else:
+            service = BalancerService(
+                settings, store=InMemoryStore(), runtime=runtime, worker_argv=sys.argv[1:]
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await service.start()
+        quiet_gc()
+        try:
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await service.stop()
+
+
+async def _shared_service(
+    settings: Settings, runtime: ReplicaRuntime, stack: contextlib.AsyncExitStack
+) -> BalancerService:
+    """A balancer instance whose state lives in Redis, next to other instances."""
+    from balancer.leader import LeaderElector  # redis is imported only in shared mode
+    from balancer.redis_relay import RedisRelay
+    from balancer.redis_store import RedisStore, redis_client
+
+    timeout_s = settings.redis_timeout_s
+    instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
+    settings = dataclasses.replace(settings, instance_id=instance_id)
+    store = RedisStore(redis_client(settings.redis_url, timeout_s=timeout_s))
+    stack.push_async_callback(store.close)
+    elector_client = redis_client(settings.redis_url, timeout_s=timeout_s)
+    stack.push_async_callback(elector_client.aclose)
+    relay_client = redis_client(settings.redis_url, timeout_s=timeout_s + 2.0)  # BLPOP waits 1 s
+    stack.push_async_callback(relay_client.aclose)
+    relay = RedisRelay(
+        relay_client,
+        pickup_timeout_s=settings.leader_ttl_s + 2.0,
+        answer_timeout_s=2 * settings.spawn_timeout_s + 5.0,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await service.start()
-    quiet_gc()
-    try:
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await service.stop()
+    elector = LeaderElector(elector_client, instance_id, ttl_s=settings.leader_ttl_s)
+    log.info("instance %s sharing state at %s", instance_id, _redacted(settings.redis_url))
+    return BalancerService(
+        settings,
+        store=store,
+        runtime=runtime,
+        leadership=elector,
+        relay=relay,
+        worker_argv=sys.argv[1:],
+    )
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}" if at else url
 
 
 def quiet_gc() -> None:

@@ -3,19 +3,29 @@ plus ``GET /lb/status`` for operators.
 
 Owns request validation and the mapping of errors to responses. Every rejected request changes
 nothing and answers 400 ``{"message": "<Error> …", "status": "failure"}``; the two errors the
-contract fixes use its exact strings.
+contract fixes use its exact strings. Every instance answers every endpoint: a change that
+reaches a follower is handed to the leader through the relay and the leader's answer is
+replayed. When the shared store is unreachable, reads answer from the ring this instance routes
+on and changes answer 503.
 Must not import: redis, docker, ``balancer.proxy``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from balancer.errors import ConflictError, RequestError, RuntimeFailure
+from balancer.coordination import AdminRelay, AdminReply, Leadership
+from balancer.errors import (
+    ConflictError,
+    NotLeaderError,
+    RequestError,
+    RuntimeFailure,
+    StaleLeaderError,
+    StoreUnavailable,
+)
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView
 from balancer.names import is_valid_name, server_id
@@ -82,6 +92,10 @@ class AdminApi:
         runtime: ReplicaRuntime,
         algorithm: str,
         stats: TrafficStats,
+        *,
+        leadership: Leadership,
+        relay: AdminRelay,
+        instance_id: str = "",
     ) -> None:
         self._manager = manager
         self._store = store
@@ -89,6 +103,9 @@ class AdminApi:
         self._runtime = runtime
         self._algorithm = algorithm
         self._stats = stats
+        self._leadership = leadership
+        self._relay = relay
+        self._instance_id = instance_id
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -106,8 +123,8 @@ class AdminApi:
         wait_epoch = request.query.get("wait_epoch")
         if wait_epoch is not None:
             timeout_s = min(float(request.query.get("timeout_s", "5")), 30.0)
-            await self._store.wait_for_change(int(wait_epoch), timeout_s)
-        return web.json_response(membership_json(await self._store.membership()))
+            await self._view.wait_for_change(int(wait_epoch), timeout_s)
+        return web.json_response(membership_json(self._view.current.membership))
 
     async def worker_stats(self, request: web.Request) -> web.Response:
         """A worker process's latest counters (reachable on the admin socket only)."""
@@ -115,35 +132,63 @@ class AdminApi:
         return web.Response(status=204)
 
     async def rep(self, request: web.Request) -> web.Response:
-        membership = await self._store.membership()
-        return _reply(200, replicas_body(membership.names))
+        return _reply(200, replicas_body((await self._membership()).names))
 
     async def add(self, request: web.Request) -> web.Response:
-        return await self._change(request, ADD_TOO_MANY_NAMES, self._manager.add)
+        return await self._change(request, "add", ADD_TOO_MANY_NAMES)
 
     async def rm(self, request: web.Request) -> web.Response:
-        return await self._change(request, RM_TOO_MANY_NAMES, self._manager.remove)
+        return await self._change(request, "rm", RM_TOO_MANY_NAMES)
 
-    async def _change(
-        self,
-        request: web.Request,
-        too_many: str,
-        apply: Callable[[int, list[str]], Awaitable[Membership]],
-    ) -> web.Response:
-        """Validate, apply, answer: 400 for a bad request, 503 when the runtime failed."""
+    async def apply_change(self, op: str, n: int, hostnames: list[str]) -> AdminReply:
+        """Apply a validated change here, on the leader (also for changes handed over)."""
+        apply = self._manager.add if op == "add" else self._manager.remove
         try:
-            n, hostnames = await parse_change(request, too_many)
             membership = await apply(n, hostnames)
         except RequestError as exc:
+            return AdminReply(400, error_body(str(exc)))
+        except (RuntimeFailure, ConflictError, NotLeaderError, StaleLeaderError) as exc:
+            return AdminReply(503, error_body(str(exc)))
+        except StoreUnavailable as exc:
+            return AdminReply(503, error_body(_store_down(exc)))
+        return AdminReply(200, replicas_body(membership.names))
+
+    async def _change(self, request: web.Request, op: str, too_many: str) -> web.Response:
+        """Validate, then apply here (leader) or hand over to the leader (follower)."""
+        try:
+            n, hostnames = await parse_change(request, too_many)
+        except RequestError as exc:
             return _reply(400, error_body(str(exc)))
-        except (RuntimeFailure, ConflictError) as exc:
-            return _reply(503, error_body(str(exc)))
-        return _reply(200, replicas_body(membership.names))
+        if self._leadership.is_leader:
+            reply = await self.apply_change(op, n, hostnames)
+        else:
+            try:
+                reply = await self._relay.forward(op, n, hostnames)
+            except NotLeaderError as exc:
+                reply = AdminReply(503, error_body(str(exc)))
+            except StoreUnavailable as exc:
+                reply = AdminReply(503, error_body(_store_down(exc)))
+        return _reply(reply.status, reply.body)
+
+    async def _membership(self) -> Membership:
+        """The store's membership, or the ring this instance routes on when it is unreachable."""
+        try:
+            return await self._store.membership()
+        except StoreUnavailable:
+            return self._view.current.membership
 
     async def status(self, request: web.Request) -> web.Response:
-        """Operator view: epoch, ring fingerprint and every replica's address, liveness, pid."""
+        """Operator view: this instance's epoch, fingerprint and role; replicas; all instances.
+
+        ``pid`` is known on the instance that started or adopted the replica (the leader).
+        """
         snapshot = self._view.current
-        alive = await self._store.alive()
+        try:
+            alive = await self._store.alive()
+            instances = await self._store.instances()
+            store_ok = True
+        except StoreUnavailable:
+            alive, instances, store_ok = frozenset(), {}, False
         pids = {h.name: h.pid for h in await self._runtime.list()}
         replicas = [
             {
@@ -158,9 +203,18 @@ class AdminApi:
             for r in snapshot.membership.replicas
         ]
         body = {
+            "instance": self._instance_id,
+            "leader": self._leadership.is_leader,
+            "store": "ok" if store_ok else "unavailable",
             "epoch": snapshot.epoch,
             "fingerprint": snapshot.fingerprint(),
+            "target": snapshot.membership.target,
             "algorithm": self._algorithm,
             "replicas": replicas,
+            "instances": [instances[i] for i in sorted(instances)],
         }
         return web.json_response(body)
+
+
+def _store_down(exc: StoreUnavailable) -> str:
+    return f"The shared state store is unavailable, so replicas cannot change now: {exc}"

@@ -4,10 +4,13 @@ Owns ``BalancerService``. Startup phases (each undone in reverse by ``stop``):
   1. a probe ``ClientSession``, the upstream pool and the ring view (loaded, then watched);
   2. the aiohttp admin app (``/rep``, ``/add``, ``/rm``, ``/lb/status``, ``/metrics``) on a
      private unix socket, which the data path forwards admin paths to;
-  3. the replicas: boot N (normally ready before phase 4), then the health monitor and the
-     supervisor; on stop, the runtime stops every replica it started;
+  3. leadership: campaign, and while leader adopt, boot N (normally ready before phase 4),
+     monitor and replace; every instance announces its status in the store. On stop, a single
+     instance stops its replicas; of shared instances only the last one out does (the others
+     leave them running for the next leader to adopt);
   4. the data path listening on ``host:port``, and its timeout sweeper.
-Must not import: redis, docker (store and runtime arrive ready-made from ``__main__``/tests).
+Must not import: redis, docker (store, runtime and coordination arrive ready-made from
+``__main__``/tests).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import Coroutine, Sequence
 from functools import partial
@@ -28,6 +32,9 @@ from prometheus_client import CollectorRegistry
 from balancer.accesslog import AccessLog
 from balancer.admin import AdminApi
 from balancer.config import Settings
+from balancer.coordination import AdminRelay, Leadership, NoRelay, SoloLeadership
+from balancer.duties import LeaderDuties
+from balancer.errors import LBError, StoreUnavailable
 from balancer.health import HealthMonitor, wait_ready
 from balancer.http.frontend import Frontend
 from balancer.http.upstream import UpstreamPool
@@ -44,6 +51,7 @@ from balancer.workers import WorkerSet
 log = logging.getLogger(__name__)
 
 _STOP_REPLICAS_S = 10.0
+_ANNOUNCE_EVERY_S = 1.0
 
 
 class BalancerService:
@@ -55,11 +63,17 @@ class BalancerService:
         *,
         store: Store,
         runtime: ReplicaRuntime,
+        leadership: Leadership | None = None,
+        relay: AdminRelay | None = None,
         worker_argv: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
+        self.shared = leadership is not None  # other instances share the store
+        self.leadership: Leadership = leadership or SoloLeadership()
+        self.relay: AdminRelay = relay or NoRelay()
+        self.instance_id = settings.instance_id or f"solo:{settings.port}"
         self.view = RingView(store, settings.ring)
         self.stats = TrafficStats()
         self.registry = CollectorRegistry()
@@ -70,7 +84,8 @@ class BalancerService:
         self._worker_argv = list(worker_argv)
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
-        self.supervisor: Supervisor | None = None
+        self.duties: LeaderDuties | None = None
+        self.manager: ReplicaManager | None = None
         self.frontend: Frontend | None = None
 
     async def start(self) -> None:
@@ -90,17 +105,35 @@ class BalancerService:
         )
         stack.push_async_callback(probe_session.close)
         stack.callback(self.pool.close)
-        await self.view.refresh()
+        try:
+            await self.view.refresh()
+        except StoreUnavailable as exc:  # start anyway: serve 503 until the store is back
+            log.error("%s; starting with an empty ring", exc)
         self._spawn(self.view.watch(), "ring watcher")
         # Phase 2: admin app on a private unix socket.
-        manager, monitor, supervisor = self._wire_replicas(probe_session)
-        self.supervisor = supervisor
-        admin_address = await self._serve_admin(manager)
-        # Phase 3: replicas.
-        stack.push_async_callback(self._stop_replicas)
-        await supervisor.bootstrap(s.replicas)
-        self._spawn(monitor.run(), "health monitor")
-        self._spawn(supervisor.run(), "supervisor")
+        self.manager = manager = self._manager(probe_session)
+        admin = AdminApi(
+            manager,
+            self.store,
+            self.view,
+            self.runtime,
+            s.algorithm,
+            self.stats,
+            leadership=self.leadership,
+            relay=self.relay,
+            instance_id=self.instance_id,
+        )
+        admin_address = await self._serve_admin(admin)
+        # Phase 3: leadership and the replicas.
+        campaign = asyncio.get_running_loop().create_task(self.leadership.run(), name="campaign")
+        stack.push_async_callback(self._resign, campaign)
+        stack.push_async_callback(self._retire)
+        self.duties = self._duties(manager, probe_session, admin)
+        self._spawn(self.duties.run(), "leader duties")
+        self._spawn(self._announce(), "announcer")
+        with contextlib.suppress(TimeoutError):  # a follower does not wait for a slow leader
+            async with asyncio.timeout(s.spawn_timeout_s + s.leader_ttl_s):
+                await self.duties.ready.wait()
         # Phase 4: the data path.
         keys = RawKeyExtractor(parse_key_sources(s.key_source))
         self.frontend = fe = Frontend(
@@ -124,7 +157,13 @@ class BalancerService:
             workers = WorkerSet(s.workers, admin_address, self._worker_argv)
             stack.push_async_callback(workers.stop)
             await workers.start()
-        log.info("balancing on http://%s:%d (admin at %s)", s.host, self.port, admin_address)
+        log.info(
+            "balancing on http://%s:%d (instance %s, admin at %s)",
+            s.host,
+            self.port,
+            self.instance_id,
+            admin_address,
+        )
 
     async def stop(self) -> None:
         """Stop accepting, cancel background tasks, stop the replicas, release everything."""
@@ -139,22 +178,26 @@ class BalancerService:
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
 
-    def _wire_replicas(
-        self, probe_session: aiohttp.ClientSession
-    ) -> tuple[ReplicaManager, HealthMonitor, Supervisor]:
+    def _manager(self, probe_session: aiohttp.ClientSession) -> ReplicaManager:
         s = self.settings
         ready = partial(wait_ready, probe_session, timeout_s=s.spawn_timeout_s)
         alive_ttl_s = s.heartbeat_interval_s * s.heartbeat_fails + min(
             s.heartbeat_timeout_s, s.heartbeat_interval_s
         )
-        manager = ReplicaManager(
+        return ReplicaManager(
             self.store,
             self.runtime,
             ready,
             self.view.refresh,
             max_replicas=s.max_replicas,
             alive_ttl_s=alive_ttl_s,
+            leadership=self.leadership,
         )
+
+    def _duties(
+        self, manager: ReplicaManager, probe_session: aiohttp.ClientSession, admin: AdminApi
+    ) -> LeaderDuties:
+        s = self.settings
         supervisor = Supervisor(manager, self.store)
         monitor = HealthMonitor(
             self.store,
@@ -165,13 +208,18 @@ class BalancerService:
             timeout_s=s.heartbeat_timeout_s,
             fails=s.heartbeat_fails,
         )
-        return manager, monitor, supervisor
-
-    async def _serve_admin(self, manager: ReplicaManager) -> str:
-        app = web.Application(client_max_size=1024 * 1024)
-        admin = AdminApi(
-            manager, self.store, self.view, self.runtime, self.settings.algorithm, self.stats
+        return LeaderDuties(
+            self.leadership,
+            manager,
+            supervisor,
+            monitor,
+            self.relay,
+            admin.apply_change,
+            replicas=s.replicas,
         )
+
+    async def _serve_admin(self, admin: AdminApi) -> str:
+        app = web.Application(client_max_size=1024 * 1024)
         app.router.add_routes(admin.routes())
         app.router.add_get("/metrics", metrics_handler(self.registry))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -183,8 +231,49 @@ class BalancerService:
         await web.UnixSite(runner, str(path)).start()
         return f"unix:{path}"
 
-    async def _stop_replicas(self) -> None:
-        await asyncio.wait_for(self.runtime.close(), _STOP_REPLICAS_S)
+    def status(self) -> dict[str, Any]:
+        """What this instance announces to the others (and shows in ``/lb/status``)."""
+        snapshot = self.view.current
+        return {
+            "id": self.instance_id,
+            "url": f"http://{self.settings.host}:{self.port}",
+            "pid": os.getpid(),
+            "leader": self.leadership.is_leader,
+            "epoch": snapshot.epoch,
+            "fingerprint": snapshot.fingerprint(),
+            "replicas": len(snapshot.membership.replicas),
+        }
+
+    async def _announce(self) -> None:
+        ttl_s = _ANNOUNCE_EVERY_S * 3
+        while True:
+            with contextlib.suppress(StoreUnavailable):  # the ring watcher reports outages
+                await self.store.announce(self.instance_id, self.status(), ttl_s)
+            await asyncio.sleep(_ANNOUNCE_EVERY_S)
+
+    async def _retire(self) -> None:
+        """Stop the replicas if no other instance is left to route to them."""
+        if not self.shared:
+            await asyncio.wait_for(self.runtime.close(), _STOP_REPLICAS_S)
+            return
+        try:
+            await self.store.withdraw(self.instance_id)
+            others = set(await self.store.instances()) - {self.instance_id}
+            if others or not self.leadership.is_leader or self.manager is None:
+                await self.runtime.release()
+                return
+            log.info("last instance out: stopping every replica")
+            async with asyncio.timeout(_STOP_REPLICAS_S):
+                await self.manager.remove_all()
+        except (LBError, TimeoutError) as exc:
+            log.warning("leaving replicas running: %s", exc)
+            await self.runtime.release()
+
+    async def _resign(self, campaign: asyncio.Task[None]) -> None:
+        campaign.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await campaign
+        await self.leadership.release()
 
     def _on_ring_swap(self, old: Snapshot, new: Snapshot) -> None:
         for name, address in old.addresses.items():

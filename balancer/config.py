@@ -56,6 +56,11 @@ _HELP: dict[str, str] = {
     "replica_host": "loopback address replicas of the process runtime listen on",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "workers": "data-path processes sharing the port (SO_REUSEPORT) and this instance's ring",
+    "redis_url": "redis:// URL of the state shared by several instances (empty: this instance "
+    "alone, state in memory)",
+    "instance_id": "this instance's name in the shared state (default: <hostname>:<port>)",
+    "leader_ttl_s": "seconds the leader lease lasts without renewal (renewed every third)",
+    "redis_timeout_s": "seconds any single Redis call may take",
     "access_log_sample": "fraction of requests logged as JSON lines (logger balancer.access); "
     "0 = off",
 }
@@ -92,6 +97,10 @@ class Settings:
     log_level: LogLevel = "INFO"
     workers: int = 1
     access_log_sample: float = 0.0
+    redis_url: str = ""
+    instance_id: str = ""
+    leader_ttl_s: float = 3.0
+    redis_timeout_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("slots", "points_per_weight", "heartbeat_fails", "max_replicas", "workers"):
@@ -143,6 +152,8 @@ _SECONDS = (
     "upstream_timeout_s",
     "client_idle_timeout_s",
     "header_timeout_s",
+    "leader_ttl_s",
+    "redis_timeout_s",
 )
 _HINTS = typing.get_type_hints(Settings)
 _FIELDS = [f.name for f in dataclasses.fields(Settings)]

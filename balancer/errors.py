@@ -7,6 +7,8 @@ Owns the exceptions raised across module boundaries::
     ├── RequestError         a client's admin request is invalid → 400, nothing changed
     ├── ConflictError        the change lost a race with another change → retried, then 409
     ├── StaleLeaderError     a write carried a fencing token older than the current leader's
+    ├── NotLeaderError       a change that only the leader may make reached a follower
+    ├── StoreUnavailable     the shared state (Redis) cannot be reached → writes answer 503
     └── RuntimeFailure       a replica could not be started or stopped → 503
         └── SpawnTimeout     started, but never answered its first heartbeat
 
@@ -34,6 +36,14 @@ class ConflictError(LBError):
 
 class StaleLeaderError(LBError):
     """This instance's leadership ended: its write was refused by the fencing token."""
+
+
+class NotLeaderError(LBError):
+    """Only the elected leader changes replicas, and this instance is not (or no longer) it."""
+
+
+class StoreUnavailable(LBError):
+    """The shared state store cannot be reached; routing goes on with the last good ring."""
 
 
 class RuntimeFailure(LBError):

@@ -6,6 +6,10 @@ Owns the names only (no I/O). Layout:
   lb:alive:<name>      string with a TTL: the replica passed a heartbeat recently
   lb:leader            string with a TTL: "<instance>:<token>" of the current leader
   lb:fence             counter: the fencing token of the latest leader
+  lb:replicas          hash name → JSON runtime record (pid/address…) of every started replica
+  lb:instance:<id>     string with a TTL: JSON status of one balancer instance
+  lb:admin:queue       list: /add and /rm requests followers hand to the leader
+  lb:admin:reply:<id>  list with a TTL: the leader's answer to one handed-over request
 Must not import: anything but the standard library.
 """
 
@@ -36,3 +40,23 @@ def leader(prefix: str = PREFIX) -> str:
 
 def fence(prefix: str = PREFIX) -> str:
     return f"{prefix}fence"
+
+
+def replicas(prefix: str = PREFIX) -> str:
+    return f"{prefix}replicas"
+
+
+def instance(instance_id: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}instance:{instance_id}"
+
+
+def instance_pattern(prefix: str = PREFIX) -> str:
+    return f"{prefix}instance:*"
+
+
+def admin_queue(prefix: str = PREFIX) -> str:
+    return f"{prefix}admin:queue"
+
+
+def admin_reply(request_id: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}admin:reply:{request_id}"

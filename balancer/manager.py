@@ -1,9 +1,12 @@
 """Membership changes: add, remove and replace replicas, one change at a time.
 
-Owns ``ReplicaManager``, the only writer of membership. It checks a change against the current
-membership (names taken, names unknown, limits), starts replicas through the runtime and lets them
-into the ring only after their first passed heartbeat, commits with the epoch it read (retrying a
-lost race against another writer), and stops replicas only after they have left the ring.
+Owns ``ReplicaManager``, the only writer of membership. It acts only while this instance is the
+leader, and every commit carries the leader's fencing token, so a leader that lost its lease
+cannot overwrite its successor's changes. It checks a change against the current membership
+(names taken, names unknown, limits), starts replicas through the runtime (recording each in the
+store, so the next leader can adopt it) and lets them into the ring only after their first
+passed heartbeat, commits with the epoch it read (retrying a lost race against another writer),
+and stops replicas only after they have left the ring.
 Must not import: aiohttp (the session arrives as a ready-made probe function), redis, docker.
 """
 
@@ -14,13 +17,21 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from balancer.errors import ConflictError, RequestError, RuntimeFailure
+from balancer.coordination import Leadership, SoloLeadership
+from balancer.errors import (
+    ConflictError,
+    NotLeaderError,
+    RequestError,
+    RuntimeFailure,
+    StoreUnavailable,
+)
 from balancer.names import generate_name, server_id
 from balancer.runtime import ReplicaHandle, ReplicaRuntime
 from balancer.store import Membership, Replica, Store
 
 log = logging.getLogger(__name__)
 
+Change = Callable[[Membership], tuple[list["Replica"], int | None]]  # → (members, target N)
 WaitReady = Callable[[str], Awaitable[None]]  # address → returns once it passed a heartbeat
 OnChange = Callable[[], Awaitable[object]]
 
@@ -40,6 +51,7 @@ class ReplicaManager:
         *,
         max_replicas: int,
         alive_ttl_s: float,
+        leadership: Leadership | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -48,18 +60,23 @@ class ReplicaManager:
         self._on_change = on_change
         self._max_replicas = max_replicas
         self._alive_ttl_s = alive_ttl_s
+        self._leadership = leadership or SoloLeadership()
         self._rng = rng or random.Random()
         self._lock = asyncio.Lock()
         self._spawn_slots = asyncio.Semaphore(_SPAWN_CONCURRENCY)
 
-    async def add(self, n: int, hostnames: Sequence[str]) -> Membership:
+    async def add(self, n: int, hostnames: Sequence[str], *, grow: bool = True) -> Membership:
         """Start ``n`` replicas (``hostnames`` first, generated names for the rest) and add them.
+
+        ``grow`` raises the target N by ``n`` (``/add``); a replacement leaves it as it is.
 
         Raises:
             RequestError: a name is taken, or the total would exceed ``max_replicas``.
             RuntimeFailure: a replica did not start; none of the ``n`` is added.
+            NotLeaderError: this instance is not the leader.
         """
         async with self._lock:
+            self._require_leader()
             current = await self._store.membership()
             if len(current.replicas) + n > self._max_replicas:
                 raise RequestError(
@@ -68,7 +85,9 @@ class ReplicaManager:
             names = self._new_names(current, n, hostnames)
             handles = await self._spawn_ready(names)
             try:
-                return await self._commit(lambda m: self._with_added(m, handles))
+                return await self._commit(
+                    lambda m: (self._with_added(m, handles), _grown(m, n if grow else 0))
+                )
             except BaseException:
                 await self._stop_all(h.name for h in handles)
                 raise
@@ -78,8 +97,10 @@ class ReplicaManager:
 
         Raises:
             RequestError: an unknown name, or more replicas than exist.
+            NotLeaderError: this instance is not the leader.
         """
         async with self._lock:
+            self._require_leader()
             current = await self._store.membership()
             if n > len(current.replicas):
                 raise RequestError(
@@ -90,7 +111,9 @@ class ReplicaManager:
                 raise RequestError(f"Unknown replica hostname(s): {', '.join(unknown)}")
             others = [name for name in current.names if name not in hostnames]
             victims = list(hostnames) + self._rng.sample(others, n - len(hostnames))
-            result = await self._commit(lambda m: self._without(m, victims))
+            result = await self._commit(
+                lambda m: (self._without(m, victims), _grown(m, -len(victims)))
+            )
             await self._stop_all(victims)
             return result
 
@@ -102,11 +125,52 @@ class ReplicaManager:
             is owed then.
         """
         async with self._lock:
+            self._require_leader()
             if (await self._store.membership()).get(name) is None:
                 return False
-            await self._commit(lambda m: self._without(m, [name]))
-            await self._runtime.stop(name, force=True)
+            await self._commit(lambda m: (self._without(m, [name]), m.target))
+            await self._stop_all([name], force=True)
             return True
+
+    async def set_target(self, n: int) -> Membership:
+        """Set N without starting anything (the leader's reconciliation starts what is owed)."""
+        async with self._lock:
+            self._require_leader()
+            return await self._commit(lambda m: (list(m.replicas), n))
+
+    async def adopt(self) -> tuple[int, int]:
+        """Take charge of the replicas earlier leaders started (called when a term begins).
+
+        A recorded replica that is a member is adopted; one that is not (its leader died
+        between starting it and committing it) is stopped. A record whose replica is gone is
+        dropped; if it was a member, the health checks find it dead and replace it.
+
+        Returns:
+            (adopted, stopped).
+        """
+        async with self._lock:
+            self._require_leader()
+            members = set((await self._store.membership()).names)
+            adopted = stopped = 0
+            for handle in await self._store.handles():
+                if not await self._runtime.adopt(handle):
+                    await self._store.drop_handle(handle.name)
+                elif handle.name in members:
+                    adopted += 1
+                else:
+                    log.warning("stopping replica %s: started but never joined", handle.name)
+                    await self._stop_all([handle.name], force=True)
+                    stopped += 1
+            return adopted, stopped
+
+    async def remove_all(self) -> None:
+        """Empty the ring and stop every replica (the last instance shutting down)."""
+        async with self._lock:
+            self._require_leader()
+            await self._commit(lambda m: ([], None))  # None: the next start boots N afresh
+            names = {h.name for h in await self._store.handles()}
+            names.update(h.name for h in await self._runtime.list())
+            await self._stop_all(names)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -140,9 +204,10 @@ class ReplicaManager:
         async with self._spawn_slots:
             handle = await self._runtime.spawn(name, server_id(name))
             try:
+                await self._store.record_handle(handle)
                 await self._wait_ready(handle.address)
             except BaseException:
-                await self._runtime.stop(name)
+                await self._stop_all([name])
                 raise
             await self._store.mark_alive(name, self._alive_ttl_s)
             return handle
@@ -161,11 +226,18 @@ class ReplicaManager:
     def _without(current: Membership, names: Sequence[str]) -> list[Replica]:
         return [r for r in current.replicas if r.name not in names]
 
-    async def _commit(self, change: Callable[[Membership], list[Replica]]) -> Membership:
+    async def _commit(self, change: Change) -> Membership:
         """Apply ``change`` to the latest membership, retrying if another writer got there first."""
         for _ in range(_COMMIT_ATTEMPTS):
+            self._require_leader()
             current = await self._store.membership()
-            committed = await self._store.commit(change(current), expected_epoch=current.epoch)
+            replicas, target = change(current)
+            committed = await self._store.commit(
+                replicas,
+                expected_epoch=current.epoch,
+                fence_token=self._leadership.token,
+                target=target,
+            )
             if committed is not None:
                 log.info("membership epoch %d: %s", committed.epoch, ", ".join(committed.names))
                 try:
@@ -175,5 +247,22 @@ class ReplicaManager:
                 return committed
         raise ConflictError("membership kept changing under this update; try again")
 
-    async def _stop_all(self, names: Iterable[str]) -> None:
-        await asyncio.gather(*(self._runtime.stop(n) for n in list(names)))
+    def _require_leader(self) -> None:
+        if not self._leadership.is_leader:
+            raise NotLeaderError("only the leader changes replicas, and this instance is not it")
+
+    async def _stop_all(self, names: Iterable[str], *, force: bool = False) -> None:
+        """Stop replicas (after they left the ring), then forget their runtime records."""
+        names = list(names)
+        await asyncio.gather(*(self._runtime.stop(n, force=force) for n in names))
+        for name in names:
+            try:
+                await self._store.drop_handle(name)
+            except StoreUnavailable as exc:  # the next leader's adoption finds it gone
+                log.warning("could not forget the record of stopped replica %s: %s", name, exc)
+
+
+def _grown(current: Membership, delta: int) -> int:
+    """The target N after adding (``delta > 0``) or removing replicas."""
+    base = len(current.replicas) if current.target is None else current.target
+    return max(0, base + delta)

@@ -10,14 +10,17 @@ Must not import: aiohttp, redis, docker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import xxhash
 
+from balancer.errors import StoreUnavailable
 from balancer.hashing import Ring, RingSettings, build_ring
-from balancer.store import Membership, Store
+from balancer.store import Membership, MembershipSource
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +39,16 @@ class Snapshot:
     def epoch(self) -> int:
         return self.membership.epoch
 
-    def fingerprint(self) -> str:
-        """A short digest of the built ring's answers, equal on instances that agree."""
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         if not self.ring.members:
             return "empty"
         owners = "|".join(self.ring.lookup(k) for k in _FINGERPRINT_KEYS)
         return xxhash.xxh3_64_hexdigest(f"{','.join(self.ring.members)}/{owners}".encode())
+
+    def fingerprint(self) -> str:
+        """A short digest of the built ring's answers, equal on instances that agree."""
+        return self._fingerprint
 
 
 def build_snapshot(membership: Membership, settings: RingSettings) -> Snapshot:
@@ -53,12 +60,15 @@ def build_snapshot(membership: Membership, settings: RingSettings) -> Snapshot:
 class RingView:
     """Holds the current snapshot and keeps it in step with the store."""
 
-    def __init__(self, store: Store, settings: RingSettings, *, resync_s: float = 5.0) -> None:
+    def __init__(
+        self, store: MembershipSource, settings: RingSettings, *, resync_s: float = 5.0
+    ) -> None:
         self._store = store
         self._settings = settings
         self._resync_s = resync_s
         self.current = build_snapshot(Membership(), settings)
         self._refreshing = asyncio.Lock()
+        self._swapped = asyncio.Condition()
         self.listeners: list[Callable[[Snapshot, Snapshot], None]] = []  # (old, new) on a swap
 
     async def refresh(self) -> Snapshot:
@@ -76,6 +86,8 @@ class RingView:
             old, self.current = self.current, build_snapshot(membership, self._settings)
             for listener in self.listeners:
                 listener(old, self.current)
+            async with self._swapped:
+                self._swapped.notify_all()
             log.info(
                 "ring rebuilt: epoch=%d members=%d fingerprint=%s",
                 membership.epoch,
@@ -83,6 +95,13 @@ class RingView:
                 self.current.fingerprint(),
             )
         return self.current
+
+    async def wait_for_change(self, epoch: int, timeout_s: float) -> None:
+        """Return once the current snapshot's epoch differs from ``epoch``, or after the timeout."""
+        async with self._swapped:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._swapped.wait_for(lambda: self.current.epoch != epoch)
 
     async def watch(self) -> None:
         """Refresh on every change hint and at least every ``resync_s`` seconds; runs forever."""
@@ -92,6 +111,9 @@ class RingView:
                 await self.refresh()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                log.warning("%s; routing on epoch %d until it is back", exc, self.current.epoch)
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("ring refresh failed; keeping epoch %d", self.current.epoch)
                 await asyncio.sleep(1.0)

@@ -3,7 +3,10 @@
 Owns ``ProcessRuntime``. The runtime binds each replica's listening socket itself (port 0 on the
 replica host) and hands the file descriptor to the child, so there is no window in which another
 program can take the port between choosing and binding it. Children run in their own session, so
-a Ctrl-C meant for the balancer's terminal does not kill them behind the balancer's back.
+a Ctrl-C meant for the balancer's terminal does not kill them behind the balancer's back, and they
+outlive the balancer that started them: another instance adopts them by pid. A handle's ``ident``
+is the process start time (``/proc/<pid>/stat``), so a recycled pid is never mistaken for the
+replica.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -25,10 +28,19 @@ from balancer.runtime import ReplicaHandle
 log = logging.getLogger(__name__)
 
 
+_POLL_S = 0.02
+
+
 @dataclass
 class _Child:
     handle: ReplicaHandle
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | None  # None: adopted, not our child
+
+    @property
+    def running(self) -> bool:
+        if self.process is not None:
+            return self.process.returncode is None
+        return _same_process(self.handle)
 
 
 class ProcessRuntime:
@@ -68,7 +80,9 @@ class ProcessRuntime:
             raise RuntimeFailure(f"cannot start replica {name!r}: {exc}") from exc
         finally:
             sock.close()  # the child holds its own copy of the descriptor
-        handle = ReplicaHandle(name, server_id, f"{self._host}:{port}", process.pid)
+        handle = ReplicaHandle(
+            name, server_id, f"{self._host}:{port}", process.pid, _start_time(process.pid)
+        )
         self._children[name] = _Child(handle, process)
         log.info(
             "spawned replica %s (id %s) pid=%d at %s", name, server_id, process.pid, handle.address
@@ -78,6 +92,9 @@ class ProcessRuntime:
     async def stop(self, name: str, *, force: bool = False) -> None:
         child = self._children.pop(name, None)
         if child is None:
+            return
+        if child.process is None:
+            await self._stop_adopted(child.handle, force)
             return
         process = child.process
         if process.returncode is None:
@@ -91,8 +108,69 @@ class ProcessRuntime:
                 await process.wait()
         log.info("stopped replica %s pid=%d (exit %s)", name, process.pid, process.returncode)
 
+    async def adopt(self, handle: ReplicaHandle) -> bool:
+        if handle.name in self._children:
+            return self._children[handle.name].running
+        if handle.pid is None or not _same_process(handle):
+            return False
+        self._children[handle.name] = _Child(handle, None)
+        log.info("adopted replica %s pid=%d at %s", handle.name, handle.pid, handle.address)
+        return True
+
     async def list(self) -> list[ReplicaHandle]:
-        return [c.handle for c in self._children.values() if c.process.returncode is None]
+        return [c.handle for c in self._children.values() if c.running]
+
+    async def release(self) -> None:
+        self._children.clear()
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(name) for name in list(self._children)))
+
+    async def _stop_adopted(self, handle: ReplicaHandle, force: bool) -> None:
+        """Signal a process that is not our child, then poll until it is gone."""
+        assert handle.pid is not None
+        for sig, wait_s in (
+            (signal.SIGKILL if force else signal.SIGTERM, self._stop_grace_s),
+            (signal.SIGKILL, self._stop_grace_s),
+        ):
+            if not _same_process(handle):
+                break
+            with suppress(ProcessLookupError):
+                os.kill(handle.pid, sig)
+            for _ in range(int(wait_s / _POLL_S)):  # not our child: no exit event to wait on
+                if not _same_process(handle):
+                    break
+                await asyncio.sleep(_POLL_S)
+        log.info("stopped adopted replica %s pid=%d", handle.name, handle.pid)
+
+
+def _start_time(pid: int) -> str:
+    """The process start time in clock ticks since boot, or "" where /proc is unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return ""
+    return fields[19]  # field 22 of stat(5); fields[0] is field 3 (the state)
+
+
+def _same_process(handle: ReplicaHandle) -> bool:
+    """True while ``handle.pid`` runs, is not a zombie, and (if known) started when recorded."""
+    if handle.pid is None:
+        return False
+    try:
+        with open(f"/proc/{handle.pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back to "a process with this pid exists"
+        try:
+            os.kill(handle.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return not handle.ident or fields[19] == handle.ident

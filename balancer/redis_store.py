@@ -5,7 +5,9 @@ on the epoch, so two instances writing at once never lose an update: the loser g
 re-reads. Every commit publishes the new epoch on a channel; ``wait_for_change`` wakes on those
 hints, and callers reload from Redis anyway on a timer (pub/sub is a hint, Redis is the truth).
 Liveness is ``SET lb:alive:<name> PX ttl``: a TTL, never a clock compared across hosts.
-Every call has a socket timeout (set on the client), so no await hangs on a dead Redis.
+Runtime records are one hash (name → JSON); each instance's status is a key with a TTL.
+Every call has a socket timeout (set on the client), so no await hangs on a dead Redis, and
+every Redis failure surfaces as ``StoreUnavailable``.
 Must not import: aiohttp, docker.
 """
 
@@ -15,13 +17,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from balancer import keys
-from balancer.errors import StaleLeaderError
+from balancer.errors import StaleLeaderError, StoreUnavailable
+from balancer.runtime import ReplicaHandle
 from balancer.store import Membership, Replica, membership_from_json, membership_json
 
 log = logging.getLogger(__name__)
@@ -59,16 +63,11 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 2.0, prefix: str = keys.PREFIX) -> RedisStore:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=10,
-        )
-        return cls(client, prefix=prefix)
+        return cls(redis_client(url, timeout_s=timeout_s), prefix=prefix)
 
     async def membership(self) -> Membership:
-        epoch, doc = await self._redis.hmget(keys.membership(self._prefix), ["epoch", "doc"])
+        async with _unavailable():
+            epoch, doc = await self._redis.hmget(keys.membership(self._prefix), ["epoch", "doc"])
         if doc is None:
             return Membership(int(epoch or 0), ())
         return membership_from_json(json.loads(doc))
@@ -79,18 +78,22 @@ class RedisStore:
         *,
         expected_epoch: int,
         fence_token: int | None = None,
+        target: int | None = None,
     ) -> Membership | None:
         names = [r.name for r in replicas]
         if len(set(names)) != len(names):
             raise ValueError("duplicate replica names in a membership commit")
-        new = Membership(expected_epoch + 1, tuple(replicas))
+        new = Membership(expected_epoch + 1, tuple(replicas), target)
         keys_ = [
             keys.membership(self._prefix),
             keys.changes(self._prefix),
             keys.fence(self._prefix),
         ]
         doc = json.dumps(membership_json(new))
-        result = int(await self._commit(keys=keys_, args=[expected_epoch, doc, fence_token or ""]))
+        async with _unavailable():
+            result = int(
+                await self._commit(keys=keys_, args=[expected_epoch, doc, fence_token or ""])
+            )
         if result == -2:
             raise StaleLeaderError(f"fencing token {fence_token} is no longer the leader's")
         return None if result < 0 else new
@@ -100,27 +103,67 @@ class RedisStore:
         # Read the hint counter before the epoch: a commit after the read publishes a hint
         # after it, so no change can slip between the check and the wait.
         hints = self._hints
-        stored = await self._redis.hget(keys.membership(self._prefix), "epoch")
+        async with _unavailable():
+            stored = await self._redis.hget(keys.membership(self._prefix), "epoch")
         if int(stored or 0) != epoch:
             return
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._hints != hints), timeout_s
-                )
+                async with asyncio.timeout(timeout_s):
+                    await self._changed.wait_for(lambda: self._hints != hints)
 
     async def mark_alive(self, name: str, ttl_s: float) -> None:
-        await self._redis.set(keys.alive(name, self._prefix), 1, px=max(1, int(ttl_s * 1000)))
+        async with _unavailable():
+            await self._redis.set(keys.alive(name, self._prefix), 1, px=_ms(ttl_s))
 
     async def mark_dead(self, name: str) -> None:
-        await self._redis.delete(keys.alive(name, self._prefix))
+        async with _unavailable():
+            await self._redis.delete(keys.alive(name, self._prefix))
 
     async def alive(self) -> frozenset[str]:
         marker = keys.alive("", self._prefix)
-        found = set()
-        async for key in self._redis.scan_iter(match=keys.alive_pattern(self._prefix), count=500):
-            found.add((key.decode() if isinstance(key, bytes) else key)[len(marker) :])
+        async with _unavailable():
+            found = [_text(k)[len(marker) :] async for k in self._scan(keys.alive_pattern)]
         return frozenset(found)
+
+    async def record_handle(self, handle: ReplicaHandle) -> None:
+        async with _unavailable():
+            await self._redis.hset(
+                keys.replicas(self._prefix), handle.name, json.dumps(handle.to_json())
+            )
+
+    async def drop_handle(self, name: str) -> None:
+        async with _unavailable():
+            await self._redis.hdel(keys.replicas(self._prefix), name)
+
+    async def handles(self) -> list[ReplicaHandle]:
+        async with _unavailable():
+            raw = await self._redis.hgetall(keys.replicas(self._prefix))
+        return [ReplicaHandle.from_json(json.loads(doc)) for doc in raw.values()]
+
+    async def announce(self, instance_id: str, info: dict[str, Any], ttl_s: float) -> None:
+        async with _unavailable():
+            await self._redis.set(
+                keys.instance(instance_id, self._prefix), json.dumps(info), px=_ms(ttl_s)
+            )
+
+    async def withdraw(self, instance_id: str) -> None:
+        async with _unavailable():
+            await self._redis.delete(keys.instance(instance_id, self._prefix))
+
+    async def instances(self) -> dict[str, dict[str, Any]]:
+        marker = keys.instance("", self._prefix)
+        async with _unavailable():
+            names = [_text(k) async for k in self._scan(keys.instance_pattern)]
+            docs = await self._redis.mget(names) if names else []
+        return {
+            name[len(marker) :]: json.loads(doc)
+            for name, doc in zip(names, docs, strict=True)
+            if doc is not None
+        }
+
+    def _scan(self, pattern: Any) -> AsyncIterator[bytes | str]:
+        return self._redis.scan_iter(match=pattern(self._prefix), count=500)
 
     async def close(self) -> None:
         """Stop the change listener (within about half a second) and close the client.
@@ -175,3 +218,30 @@ class RedisStore:
         async with self._changed:
             self._hints += 1
             self._changed.notify_all()
+
+
+def redis_client(url: str, *, timeout_s: float) -> redis.Redis:
+    """A client whose every call gives up after ``timeout_s`` (connect and each reply)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=10,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _unavailable() -> AsyncIterator[None]:
+    """Turn a Redis failure into ``StoreUnavailable`` (callers must not know about redis)."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"Redis is unavailable ({exc or type(exc).__name__})") from exc
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key

@@ -31,8 +31,21 @@ class StaticRuntime:
         if handle is not None:
             self._free.append(handle.address)
 
+    async def adopt(self, handle: ReplicaHandle) -> bool:
+        if handle.name in self._used:
+            return True
+        if handle.address not in self._free:
+            return False  # not one of our backends, or already handed to another replica
+        self._free.remove(handle.address)
+        self._used[handle.name] = handle
+        return True
+
     async def list(self) -> list[ReplicaHandle]:
         return list(self._used.values())
+
+    async def release(self) -> None:
+        for name in list(self._used):
+            await self.stop(name)
 
     async def close(self) -> None:
         for name in list(self._used):

@@ -1,15 +1,16 @@
 """Keeps N: boots the initial replicas and replaces every replica that fails.
 
 Owns ``Supervisor``. The health monitor reports a dead replica; the supervisor evicts it (out of
-the ring, process killed) and owes one replacement, which it starts under a NEW random name,
-retrying with backoff until it passes its first heartbeat. A replica removed with ``/rm`` is never
-replaced: eviction of a name that is no longer a member owes nothing.
+the ring, process killed), which leaves fewer members than the target N kept in the store, so it
+starts a replacement under a NEW random name, retrying with backoff until one passes its first
+heartbeat. ``/rm`` lowers N, so a removed replica is never replaced. Runs only on the leader.
 Must not import: aiohttp, redis, docker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from balancer.backoff import Backoff
@@ -22,15 +23,22 @@ log = logging.getLogger(__name__)
 
 
 class Supervisor:
-    """Replaces failed replicas (see the module docstring)."""
+    """Keeps the replica count at the target N (see the module docstring)."""
 
-    def __init__(self, manager: ReplicaManager, store: Store, backoff: Backoff | None = None):
+    def __init__(
+        self,
+        manager: ReplicaManager,
+        store: Store,
+        backoff: Backoff | None = None,
+        *,
+        resync_s: float = 1.0,
+    ) -> None:
         self._manager = manager
         self._store = store
         self._backoff = backoff or Backoff()
+        self._resync_s = resync_s
         self._dead: asyncio.Queue[str] = asyncio.Queue()
         self._reported: set[str] = set()
-        self.owed = 0
 
     async def on_dead(self, name: str) -> None:
         """Called by the health monitor (possibly every round); returns at once."""
@@ -39,22 +47,22 @@ class Supervisor:
             self._dead.put_nowait(name)
 
     async def bootstrap(self, count: int) -> None:
-        """Start ``Server 1`` … ``Server count`` when the membership is empty.
+        """Start ``Server 1`` … ``Server count`` when no leader has set N yet.
 
-        One attempt, so a healthy start is ready before the balancer listens; if it fails, the
-        replicas are owed and ``run`` keeps trying (with generated names) while the balancer
-        already answers, with 503 until the first replica is up.
+        One attempt, so a healthy start is ready before the balancer listens; if it fails, N is
+        set anyway and ``run`` keeps starting what is owed (with generated names) while the
+        balancer already answers, with 503 until the first replica is up.
         """
-        if (await self._store.membership()).replicas or count == 0:
+        if (await self._store.membership()).target is not None:
             return
         try:
             await self._manager.add(count, initial_names(count))
         except LBError as exc:
-            self.owed += count
             log.error("could not start the initial replicas (%s); retrying in the background", exc)
+            await self._manager.set_target(count)
 
     async def run(self) -> None:
-        """Evict dead replicas and start their replacements, forever."""
+        """Evict dead replicas and start what N is owed, forever."""
         failures = 0
         while True:
             try:
@@ -66,29 +74,44 @@ class Supervisor:
                 failures += 1
                 delay = self._backoff.compute(failures)
                 log.error(
-                    "supervisor: %s; %d owed, retry in %.1fs",
+                    "supervisor: %s; retry in %.1fs",
                     exc,
-                    self.owed,
                     delay,
                     exc_info=not isinstance(exc, LBError),
                 )
                 await asyncio.sleep(delay)
 
     async def _step(self) -> None:
-        """Wait for work if none is owed, evict every reported replica, start one replacement."""
-        if self.owed == 0 and self._dead.empty():
-            self._dead.put_nowait(await self._dead.get())
+        """Evict every reported replica, then start one replica if fewer than N run.
+
+        With nothing reported and nothing owed, waits up to ``resync_s`` for a report first:
+        the target lives in the store, so a leader that took over also starts what its
+        predecessor still owed.
+        """
+        if self._dead.empty() and not await self._owed():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._resync_s):
+                    self._dead.put_nowait(await self._dead.get())
         while not self._dead.empty():
             name = self._dead.get_nowait()
             try:
                 if await self._manager.evict(name):
-                    self.owed += 1
                     log.warning("replica %s failed and was evicted; starting a replacement", name)
             except BaseException:
                 self._dead.put_nowait(name)  # try the eviction again next step
                 raise
             self._reported.discard(name)
-        if self.owed:
-            membership = await self._manager.add(1, [])
-            self.owed -= 1
-            log.info("replacement %s started; N=%d", membership.names[-1], len(membership.replicas))
+        if await self._owed():
+            membership = await self._manager.add(1, [], grow=False)
+            log.info(
+                "replacement %s started; N=%d of %s",
+                membership.names[-1],
+                len(membership.replicas),
+                membership.target,
+            )
+
+    async def _owed(self) -> int:
+        membership = await self._store.membership()
+        if membership.target is None:
+            return 0
+        return max(0, membership.target - len(membership.replicas))

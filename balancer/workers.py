@@ -2,7 +2,7 @@
 
 Owns the primary/worker split. The primary process owns the truth (store, supervisor, health,
 admin); each worker runs only the data path and follows the primary's ring through
-``PrimaryStore``, a read-only ``Store`` that long-polls ``GET /lb/membership`` on the primary's
+``PrimaryStore``, a ``MembershipSource`` that long-polls ``GET /lb/membership`` on the primary's
 admin socket. Workers push their traffic counters to ``POST /lb/worker-stats`` every second so
 ``/metrics`` on the primary covers every process. A worker exits when its primary goes away.
 Must not import: redis, docker.
@@ -29,7 +29,7 @@ from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.membership import RingView
 from balancer.stats import TrafficStats, stats_snapshot
-from balancer.store import Membership, Replica, membership_from_json
+from balancer.store import Membership, membership_from_json
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ ID_ENV = "CHLB_WORKER_ID"
 
 
 class PrimaryStore:
-    """A read-only ``Store`` that asks the primary process (workers never write)."""
+    """Membership as the primary process sees it (workers never write)."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
@@ -57,24 +57,6 @@ class PrimaryStore:
         ) as resp:
             resp.raise_for_status()
             return membership_from_json(await resp.json())
-
-    async def commit(
-        self,
-        replicas: Sequence[Replica],
-        *,
-        expected_epoch: int,
-        fence_token: int | None = None,
-    ) -> Membership | None:
-        raise NotImplementedError("workers never change membership")
-
-    async def mark_alive(self, name: str, ttl_s: float) -> None:
-        raise NotImplementedError("workers do not probe")
-
-    async def mark_dead(self, name: str) -> None:
-        raise NotImplementedError("workers do not probe")
-
-    async def alive(self) -> frozenset[str]:
-        return frozenset()
 
 
 async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> None:

@@ -51,8 +51,14 @@ class InProcessRuntime:
         entry = self._runners.pop(name)
         await entry[1].cleanup()
 
+    async def adopt(self, handle: ReplicaHandle) -> bool:
+        return handle.name in self._runners
+
     async def list(self) -> list[ReplicaHandle]:
         return [handle for handle, _ in self._runners.values()]
+
+    async def release(self) -> None:
+        """Replicas live in the test's loop: nothing to hand over; the test closes them."""
 
     async def close(self) -> None:
         for name in list(self._runners):
