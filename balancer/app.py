@@ -85,6 +85,7 @@ class BalancerService:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self.duties: LeaderDuties | None = None
+        self._beats = 0  # announcements so far: peers see a live instance's count move
         self.manager: ReplicaManager | None = None
         self.frontend: Frontend | None = None
 
@@ -216,6 +217,7 @@ class BalancerService:
             self.relay,
             admin.apply_change,
             replicas=s.replicas,
+            known=lambda: self.view.current.membership,
         )
 
     async def _serve_admin(self, admin: AdminApi) -> str:
@@ -242,11 +244,13 @@ class BalancerService:
             "epoch": snapshot.epoch,
             "fingerprint": snapshot.fingerprint(),
             "replicas": len(snapshot.membership.replicas),
+            "beat": self._beats,
         }
 
     async def _announce(self) -> None:
         ttl_s = _ANNOUNCE_EVERY_S * 3
         while True:
+            self._beats += 1
             with contextlib.suppress(StoreUnavailable):  # the ring watcher reports outages
                 await self.store.announce(self.instance_id, self.status(), ttl_s)
             await asyncio.sleep(_ANNOUNCE_EVERY_S)
@@ -258,7 +262,7 @@ class BalancerService:
             return
         try:
             await self.store.withdraw(self.instance_id)
-            others = set(await self.store.instances()) - {self.instance_id}
+            others = await self._live_peers()
             if others or not self.leadership.is_leader or self.manager is None:
                 await self.runtime.release()
                 return
@@ -268,6 +272,17 @@ class BalancerService:
         except (LBError, TimeoutError) as exc:
             log.warning("leaving replicas running: %s", exc)
             await self.runtime.release()
+
+    async def _live_peers(self) -> set[str]:
+        """Other instances that still announce themselves: a crashed peer's announcement
+        outlives it by up to its TTL, so a peer counts only if its announcement moves on."""
+        before = await self.store.instances()
+        before.pop(self.instance_id, None)
+        if not before:
+            return set()
+        await asyncio.sleep(_ANNOUNCE_EVERY_S * 1.5)
+        after = await self.store.instances()
+        return {i for i, info in after.items() if i in before and info != before[i]}
 
     async def _resign(self, campaign: asyncio.Task[None]) -> None:
         campaign.cancel()

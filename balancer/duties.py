@@ -1,9 +1,10 @@
 """The leader's work, done for exactly as long as this instance leads.
 
-Owns ``LeaderDuties``. When a term begins: adopt the replicas earlier leaders started, boot the
-initial replicas if no leader has yet, then run the health monitor, the supervisor and the
-admin relay (changes handed over by followers) until the lease is lost, which cancels all of
-them at once. A single instance (``SoloLeadership``) holds one term forever.
+Owns ``LeaderDuties``. When a term begins: write the ring back if the store lost its data, adopt
+the replicas earlier leaders started, boot the initial replicas if no leader has yet; then run
+the health monitor, the supervisor, the admin relay (changes handed over by followers) and the
+store guard until the lease is lost, which cancels all of them at once. A single instance
+(``SoloLeadership``) holds one term forever.
 Must not import: redis, aiohttp, docker.
 """
 
@@ -11,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from balancer.coordination import AdminRelay, ChangeHandler, Leadership
+from balancer.errors import LBError
 from balancer.health import HealthMonitor
 from balancer.manager import ReplicaManager
+from balancer.store import Membership
 from balancer.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 _RETRY_TERM_S = 1.0
+_GUARD_EVERY_S = 1.0
 
 
 class LeaderDuties:
@@ -35,6 +40,7 @@ class LeaderDuties:
         handle_change: ChangeHandler,
         *,
         replicas: int,
+        known: Callable[[], Membership],
     ) -> None:
         self._leadership = leadership
         self._manager = manager
@@ -43,6 +49,7 @@ class LeaderDuties:
         self._relay = relay
         self._handle_change = handle_change
         self._replicas = replicas
+        self._known = known  # the membership this instance routes on
         self.ready = asyncio.Event()  # the first term booted its replicas, or we follow
         self.terms = 0
 
@@ -76,6 +83,7 @@ class LeaderDuties:
         return True
 
     async def _term(self) -> None:
+        await self._manager.restore(self._known())
         adopted, stopped = await self._manager.adopt()
         if adopted or stopped:
             log.info("adopted %d running replicas, stopped %d strays", adopted, stopped)
@@ -85,3 +93,13 @@ class LeaderDuties:
             group.create_task(self._monitor.run(), name="health monitor")
             group.create_task(self._supervisor.run(), name="supervisor")
             group.create_task(self._relay.serve(self._handle_change), name="admin relay")
+            group.create_task(self._guard(), name="store guard")
+
+    async def _guard(self) -> None:
+        """Write the ring back whenever the store loses its data (e.g. Redis restarted empty)."""
+        while True:
+            await asyncio.sleep(_GUARD_EVERY_S)
+            try:
+                await self._manager.restore(self._known())
+            except LBError as exc:
+                log.warning("store guard: %s", exc)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from balancer.errors import SpawnTimeout
+from balancer.errors import SpawnTimeout, StoreUnavailable
 from balancer.membership import RingView
 from balancer.store import Store
 
@@ -87,6 +87,8 @@ class HealthMonitor:
                 await self.check_once()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                log.warning("health check round: %s", exc)
             except Exception:
                 log.exception("health check round failed")
             elapsed = asyncio.get_running_loop().time() - started

@@ -103,8 +103,11 @@ class LeaderElector:
     async def run(self) -> None:
         """Campaign and renew forever; a Redis error or a slow answer is a missed renewal."""
         interval_s = self._ttl_ms / 3000
+        me = asyncio.current_task()
         try:
             while not self._resigned:
+                if me is not None and me.cancelling():  # a cancel a client call swallowed
+                    raise asyncio.CancelledError
                 pause_s = interval_s
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel

@@ -150,9 +150,16 @@ class ReplicaManager:
         """
         async with self._lock:
             self._require_leader()
-            members = set((await self._store.membership()).names)
+            membership = await self._store.membership()
+            members = set(membership.names)
+            records = {h.name: h for h in await self._store.handles()}
+            for r in membership.replicas:  # members whose record was lost with the store's data
+                if r.name not in records and r.pid is not None:
+                    records[r.name] = ReplicaHandle(
+                        r.name, server_id(r.name), r.address, r.pid, r.ident
+                    )
             adopted = stopped = 0
-            for handle in await self._store.handles():
+            for handle in records.values():
                 if not await self._runtime.adopt(handle):
                     await self._store.drop_handle(handle.name)
                 elif handle.name in members:
@@ -162,6 +169,27 @@ class ReplicaManager:
                     await self._stop_all([handle.name], force=True)
                     stopped += 1
             return adopted, stopped
+
+    async def restore(self, known: Membership) -> bool:
+        """Write ``known`` back if the store lost its data (its epoch is older than ours).
+
+        Also records the replicas this runtime tracks again, so they can still be adopted.
+
+        Returns:
+            True when the store was behind and has been restored.
+        """
+        async with self._lock:
+            self._require_leader()
+            if (await self._store.membership()).epoch >= known.epoch:
+                return False
+            restored = Membership(known.epoch + 1, known.replicas, known.target)
+            if not await self._store.restore(restored, fence_token=self._leadership.token):
+                return False
+            for handle in await self._runtime.list():
+                await self._store.record_handle(handle)
+            log.warning("the store had lost its data; restored epoch %d", restored.epoch)
+        await self._on_change()
+        return True
 
     async def remove_all(self) -> None:
         """Empty the ring and stop every replica (the last instance shutting down)."""
@@ -219,7 +247,9 @@ class ReplicaManager:
             if server_id(handle.name) in taken:
                 raise RequestError(f"Replica hostname(s) already in use: {handle.name}")
             index = Membership(0, tuple(replicas)).free_index()
-            replicas.append(Replica(handle.name, index, handle.address))
+            replicas.append(
+                Replica(handle.name, index, handle.address, pid=handle.pid, ident=handle.ident)
+            )
         return replicas
 
     @staticmethod

@@ -3,7 +3,9 @@
 Owns ``Snapshot`` and ``RingView``. A snapshot is built only from (epoch, member set, ring
 settings); a change builds a new snapshot and swaps the reference, so a request in flight keeps
 the snapshot it started with and never sees a half-built ring. The view reloads on a store change
-hint and on a timer, because hints can be lost.
+hint and on a timer, because hints can be lost. Epochs only move forward: a store whose epoch went
+back lost its data (a Redis restart without persistence), and the view keeps routing on its
+newer ring until the leader writes it back (``ReplicaManager.restore``).
 Must not import: aiohttp, redis, docker.
 """
 
@@ -69,6 +71,7 @@ class RingView:
         self.current = build_snapshot(Membership(), settings)
         self._refreshing = asyncio.Lock()
         self._swapped = asyncio.Condition()
+        self.lost_epoch: int | None = None  # the store's epoch, while it is behind ours
         self.listeners: list[Callable[[Snapshot, Snapshot], None]] = []  # (old, new) on a swap
 
     async def refresh(self) -> Snapshot:
@@ -82,7 +85,18 @@ class RingView:
 
     async def _reload(self) -> Snapshot:
         membership = await self._store.membership()
-        if membership.epoch != self.current.epoch:
+        if membership.epoch < self.current.epoch:
+            if self.lost_epoch != membership.epoch:
+                log.warning(
+                    "the store went back from epoch %d to %d (its data was lost); routing on "
+                    "epoch %d until the leader restores it",
+                    self.current.epoch,
+                    membership.epoch,
+                    self.current.epoch,
+                )
+            self.lost_epoch = membership.epoch
+        elif membership.epoch != self.current.epoch:
+            self.lost_epoch = None
             old, self.current = self.current, build_snapshot(membership, self._settings)
             for listener in self.listeners:
                 listener(old, self.current)

@@ -48,6 +48,20 @@ redis.call('PUBLISH', KEYS[2], epoch)
 return epoch
 """
 
+# KEYS as _COMMIT; ARGV[1] the epoch to restore, ARGV[2] its doc, ARGV[3] fencing token.
+# Returns 1 when written; 0 when the stored epoch is not older; -2 for a stale leader.
+_RESTORE = """
+if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
+  return -2
+end
+if tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'doc', ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+"""
+
 
 class RedisStore:
     """``Store`` over a redis-py asyncio client (see the module docstring)."""
@@ -56,6 +70,7 @@ class RedisStore:
         self._redis = client
         self._prefix = prefix
         self._commit = client.register_script(_COMMIT)
+        self._restore = client.register_script(_RESTORE)
         self._changed = asyncio.Condition()
         self._hints = 0  # bumped on every pub/sub message and (re)subscription
         self._listener: asyncio.Task[None] | None = None
@@ -84,19 +99,31 @@ class RedisStore:
         if len(set(names)) != len(names):
             raise ValueError("duplicate replica names in a membership commit")
         new = Membership(expected_epoch + 1, tuple(replicas), target)
-        keys_ = [
-            keys.membership(self._prefix),
-            keys.changes(self._prefix),
-            keys.fence(self._prefix),
-        ]
         doc = json.dumps(membership_json(new))
         async with _unavailable():
             result = int(
-                await self._commit(keys=keys_, args=[expected_epoch, doc, fence_token or ""])
+                await self._commit(
+                    keys=self._doc_keys(), args=[expected_epoch, doc, fence_token or ""]
+                )
             )
         if result == -2:
             raise StaleLeaderError(f"fencing token {fence_token} is no longer the leader's")
         return None if result < 0 else new
+
+    async def restore(self, membership: Membership, *, fence_token: int | None = None) -> bool:
+        doc = json.dumps(membership_json(membership))
+        async with _unavailable():
+            result = int(
+                await self._restore(
+                    keys=self._doc_keys(), args=[membership.epoch, doc, fence_token or ""]
+                )
+            )
+        if result == -2:
+            raise StaleLeaderError(f"fencing token {fence_token} is no longer the leader's")
+        return result == 1
+
+    def _doc_keys(self) -> list[str]:
+        return [keys.membership(self._prefix), keys.changes(self._prefix), keys.fence(self._prefix)]
 
     async def wait_for_change(self, epoch: int, timeout_s: float) -> None:
         self._ensure_listener()

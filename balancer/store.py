@@ -36,6 +36,8 @@ class Replica:
     index: int
     address: str  # "host:port" the balancer forwards to
     weight: int = 1
+    pid: int | None = None  # the runtime's record, kept here too so a restored document
+    ident: str = ""  # (after the store lost its data) still lets a new leader adopt it
 
     def member(self) -> Member:
         return Member(self.name, self.index, self.weight)
@@ -98,6 +100,18 @@ class Store(MembershipSource, Protocol):
 
         Returns:
             The new membership (epoch + 1), or None when another change won the race.
+
+        Raises:
+            StaleLeaderError: the token is stale (shared stores only).
+        """
+        ...
+
+    async def restore(self, membership: Membership, *, fence_token: int | None = None) -> bool:
+        """Write ``membership`` back (epoch included) if the stored epoch is older: the store
+        lost its data and this is the newest membership an instance still routes on.
+
+        Returns:
+            False when the stored epoch is not older (nothing written).
 
         Raises:
             StaleLeaderError: the token is stale (shared stores only).
@@ -173,6 +187,14 @@ class InMemoryStore:
             self._changed.notify_all()
         return self._membership
 
+    async def restore(self, membership: Membership, *, fence_token: int | None = None) -> bool:
+        if self._membership.epoch >= membership.epoch:
+            return False
+        self._membership = membership
+        async with self._changed:
+            self._changed.notify_all()
+        return True
+
     async def wait_for_change(self, epoch: int, timeout_s: float) -> None:
         async with self._changed:
             try:
@@ -216,7 +238,14 @@ def membership_json(membership: Membership) -> dict[str, Any]:
         "epoch": membership.epoch,
         "target": membership.target,
         "replicas": [
-            {"name": r.name, "index": r.index, "address": r.address, "weight": r.weight}
+            {
+                "name": r.name,
+                "index": r.index,
+                "address": r.address,
+                "weight": r.weight,
+                "pid": r.pid,
+                "ident": r.ident,
+            }
             for r in membership.replicas
         ],
     }
@@ -224,7 +253,14 @@ def membership_json(membership: Membership) -> dict[str, Any]:
 
 def membership_from_json(data: dict[str, Any]) -> Membership:
     replicas = tuple(
-        Replica(r["name"], int(r["index"]), r["address"], int(r["weight"]))
+        Replica(
+            r["name"],
+            int(r["index"]),
+            r["address"],
+            int(r["weight"]),
+            None if r.get("pid") is None else int(r["pid"]),
+            str(r.get("ident", "")),
+        )
         for r in data["replicas"]
     )
     target = data.get("target")
