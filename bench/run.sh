@@ -7,8 +7,9 @@
 # Environment: REPS (3), DURATION (10 s), ANCHORS (haproxy-uri,nginx-hash), PIN=1 for the pinned
 # mode (balancers on CPU 0, wrk and backends on CPU 1), LB_ARGS (extra balancer flags),
 # LABEL (results folder label), FLOOR=1 to add bench/floor.py (a uvloop byte copier: what the
-# event loop and syscalls cost before any of our code). Traffic goes to 127.0.0.1 only; every
-# run is bounded by DURATION.
+# event loop and syscalls cost before any of our code), SHARED=1 to add a second chlb in shared
+# mode (its state in a redis-server this script starts: the data path must not notice). Traffic
+# goes to 127.0.0.1 only; every run is bounded by DURATION.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HARNESS=${BENCH_HARNESS:-$REPO/../shared/bench}
@@ -40,6 +41,16 @@ if [ "${FLOOR:-0}" = 1 ]; then
   floor=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
     "$REPO/bench/floor.py" "$HARNESS")
   extra=(--cmd uvloop-floor 9400 "$py $floor {PORT} {BACKENDS}")
+fi
+if [ "${SHARED:-0}" = 1 ]; then
+  command -v redis-server >/dev/null || { echo "SHARED=1 needs redis-server" >&2; exit 1; }
+  redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis_dir=$(mktemp -d)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
+    --daemonize no >"$redis_dir/log" 2>&1 &
+  redis_pid=$!
+  trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$redis_dir"' EXIT
+  extra+=(--cmd chlb-shared 9500 "$cmd --redis-url redis://127.0.0.1:$redis_port/0 --instance-id bench")
 fi
 mkdir -p "$OUT"
 (cd "$HARNESS" && ./lb_bench.sh "${pin[@]}" --anchors "$ANCHORS" --reps "$REPS" \
