@@ -9,6 +9,7 @@ import pytest
 
 from balancer.backoff import Backoff
 from balancer.hashing import Member
+from balancer.runtime import ReplicaHandle
 from balancer.store import InMemoryStore, Membership, Replica
 
 
@@ -189,3 +190,51 @@ def test_backoff_is_deterministic_with_a_seeded_rng() -> None:
     a = Backoff(rng=random.Random(7))
     b = Backoff(rng=random.Random(7))
     assert [a.compute(n) for n in range(10)] == [b.compute(n) for n in range(10)]
+
+
+# --- instance registry and runtime records ------------------------------------------------------
+
+
+async def test_announcements_honour_the_ttl_on_the_stores_clock() -> None:
+    clock = FakeClock(50.0)
+    store = InMemoryStore(clock=clock)
+    await store.announce("a", {"role": "leader"}, ttl_s=2.0)
+    await store.announce("b", {"role": "follower"}, ttl_s=0.5)
+    assert await store.instances() == {"a": {"role": "leader"}, "b": {"role": "follower"}}
+    clock.now = 50.499
+    assert set(await store.instances()) == {"a", "b"}
+    clock.now = 50.5  # b's TTL is over exactly now
+    assert await store.instances() == {"a": {"role": "leader"}}
+    await store.announce("b", {"role": "follower", "round": 2}, ttl_s=1.6)  # back, till 52.1
+    clock.now = 51.999
+    assert set(await store.instances()) == {"a", "b"}
+    clock.now = 52.0
+    assert await store.instances() == {"b": {"role": "follower", "round": 2}}
+    clock.now = 52.1
+    assert await store.instances() == {}
+
+
+async def test_withdraw_removes_an_instance_at_once() -> None:
+    clock = FakeClock()
+    store = InMemoryStore(clock=clock)
+    await store.announce("a", {}, ttl_s=60)
+    await store.announce("b", {}, ttl_s=60)
+    await store.withdraw("a")
+    await store.withdraw("never-announced")
+    assert await store.instances() == {"b": {}}
+
+
+async def test_records_and_target_are_independent_of_liveness() -> None:
+    clock = FakeClock()
+    store = InMemoryStore(clock=clock)
+    handle = ReplicaHandle("a", "a", "127.0.0.1:1", 42, "7")
+    await store.record_handle(handle)
+    await store.mark_alive("a", ttl_s=1.0)
+    m = await store.commit(replicas("a"), expected_epoch=0, target=4)
+    assert m is not None and m.target == 4
+    clock.now += 10  # liveness ran out; the record and N did not
+    assert await store.alive() == frozenset()
+    assert await store.handles() == [handle]
+    assert (await store.membership()).target == 4
+    await store.drop_handle("a")
+    assert await store.handles() == []
