@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -27,10 +28,13 @@ from balancer import keys
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] lease, KEYS[2] fence counter; ARGV[1] instance id, ARGV[2] ttl ms
-# → {token, 0} when taken, else {0, ms until the current lease runs out}.
+# KEYS[1] lease, KEYS[2] fence counter; ARGV[1] instance id, ARGV[2] ttl ms, ARGV[3] a random
+# start for a missing counter → {token, 0} when taken, else {0, ms until the lease runs out}.
+# The random start matters after Redis lost its data: a counter restarted at 0 would hand the
+# new leader the very token an old leader may still hold, and fencing could not tell them apart.
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], 'taking', 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[3], 'NX')
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
   return {token, 0}
@@ -139,7 +143,8 @@ class LeaderElector:
         """Try to take the lease; returns the seconds until the holder's lease ends (0: won)."""
         started = self._clock()
         token, pttl_ms = await self._acquire(
-            keys=[self._lease_key(), keys.fence(self._prefix)], args=[self._id, self._ttl_ms]
+            keys=[self._lease_key(), keys.fence(self._prefix)],
+            args=[self._id, self._ttl_ms, random.randrange(1 << 40)],
         )
         token = int(token)
         if token:

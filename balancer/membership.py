@@ -118,15 +118,24 @@ class RingView:
                     await self._swapped.wait_for(lambda: self.current.epoch != epoch)
 
     async def watch(self) -> None:
-        """Refresh on every change hint and at least every ``resync_s`` seconds; runs forever."""
+        """Refresh on every change hint and at least every ``resync_s`` seconds; runs forever.
+
+        An unreachable store is retried every second but logged once, then every 30 tries.
+        """
+        down = 0
         while True:
             try:
                 await self._store.wait_for_change(self.current.epoch, self._resync_s)
                 await self.refresh()
+                if down:
+                    log.info("store reachable again after %d failed refreshes", down)
+                down = 0
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as exc:
-                log.warning("%s; routing on epoch %d until it is back", exc, self.current.epoch)
+                if down % 30 == 0:
+                    log.warning("%s; routing on epoch %d until it is back", exc, self.current.epoch)
+                down += 1
                 await asyncio.sleep(1.0)
             except Exception:
                 log.exception("ring refresh failed; keeping epoch %d", self.current.epoch)
