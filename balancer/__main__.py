@@ -28,11 +28,7 @@ log = logging.getLogger("balancer")
 
 
 async def serve(settings: Settings) -> None:
-    runtime: ReplicaRuntime
-    if settings.backend_list:
-        runtime = StaticRuntime(settings.backend_list)
-    else:
-        runtime = ProcessRuntime(settings.replica_host)
+    runtime = _runtime(settings)
     async with contextlib.AsyncExitStack() as stack:
         if settings.redis_url:
             service = await _shared_service(settings, runtime, stack)
@@ -51,6 +47,23 @@ async def serve(settings: Settings) -> None:
             log.info("shutting down")
         finally:
             await service.stop()
+
+
+def _runtime(settings: Settings) -> ReplicaRuntime:
+    if settings.backend_list:
+        return StaticRuntime(settings.backend_list)
+    if settings.runtime == "docker":
+        import docker  # only in the Docker deployment
+
+        from balancer.docker_runtime import DockerRuntime
+
+        return DockerRuntime(
+            docker.from_env(timeout=int(settings.docker_timeout_s)),
+            image=settings.docker_image,
+            network=settings.docker_network,
+            deployment=settings.docker_deployment,
+        )
+    return ProcessRuntime(settings.replica_host)
 
 
 async def _shared_service(

@@ -24,7 +24,7 @@ from balancer.errors import ConfigError
 from balancer.hashing import Algorithm, HashName, Probing, RingSettings
 from balancer.hashing.hashes import DEFAULT_SEED
 
-RuntimeName = Literal["process"]
+RuntimeName = Literal["process", "docker"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 _HELP: dict[str, str] = {
@@ -50,7 +50,12 @@ _HELP: dict[str, str] = {
     "client_idle_timeout_s": "seconds an idle keep-alive client connection stays open",
     "header_timeout_s": "seconds a client has to send a complete request head (else 408)",
     "retries": "extra replicas tried when a replica refuses or drops a connection",
-    "runtime": "how replicas run: process (local processes on loopback)",
+    "runtime": "how replicas run: process (local processes on loopback) or docker (containers "
+    "on --docker-network, through the Docker socket)",
+    "docker_image": "image of the replica containers (runtime=docker)",
+    "docker_network": "Docker network the replicas join; the balancer must be on it too",
+    "docker_deployment": "label value and name prefix that mark this deployment's containers",
+    "docker_timeout_s": "seconds any single Docker API call may take",
     "backends": "comma list of host:port backends that already run; replaces the runtime "
     "(replicas defaults to their number)",
     "replica_host": "loopback address replicas of the process runtime listen on",
@@ -98,6 +103,10 @@ class Settings:
     workers: int = 1
     access_log_sample: float = 0.0
     redis_url: str = ""
+    docker_image: str = "chlb-server:latest"
+    docker_network: str = "net1"
+    docker_deployment: str = "chlb"
+    docker_timeout_s: float = 30.0
     instance_id: str = ""
     leader_ttl_s: float = 3.0
     redis_timeout_s: float = 1.0
@@ -154,6 +163,7 @@ _SECONDS = (
     "header_timeout_s",
     "leader_ttl_s",
     "redis_timeout_s",
+    "docker_timeout_s",
 )
 _HINTS = typing.get_type_hints(Settings)
 _FIELDS = [f.name for f in dataclasses.fields(Settings)]

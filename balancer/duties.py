@@ -3,8 +3,8 @@
 Owns ``LeaderDuties``. When a term begins: write the ring back if the store lost its data, adopt
 the replicas earlier leaders started, boot the initial replicas if no leader has yet; then run
 the health monitor, the supervisor, the admin relay (changes handed over by followers) and the
-store guard until the lease is lost, which cancels all of them at once. A single instance
-(``SoloLeadership``) holds one term forever.
+store guard (restores lost data, stops stray replicas) until the lease is lost, which cancels
+all of them at once. A single instance (``SoloLeadership``) holds one term forever.
 Must not import: redis, aiohttp, docker.
 """
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_TERM_S = 1.0
 _GUARD_EVERY_S = 1.0
+_STRAYS_EVERY = 10
 
 
 class LeaderDuties:
@@ -85,6 +86,7 @@ class LeaderDuties:
     async def _term(self) -> None:
         await self._manager.restore(self._known())
         adopted, stopped = await self._manager.adopt()
+        stopped += len(await self._manager.remove_strays())
         if adopted or stopped:
             log.info("adopted %d running replicas, stopped %d strays", adopted, stopped)
         await self._supervisor.bootstrap(self._replicas)
@@ -96,10 +98,15 @@ class LeaderDuties:
             group.create_task(self._guard(), name="store guard")
 
     async def _guard(self) -> None:
-        """Write the ring back whenever the store loses its data (e.g. Redis restarted empty)."""
+        """Write the ring back whenever the store loses its data (e.g. Redis restarted empty),
+        and every ``_STRAYS_EVERY`` rounds stop running replicas that are not members."""
+        rounds = 0
         while True:
             await asyncio.sleep(_GUARD_EVERY_S)
+            rounds += 1
             try:
                 await self._manager.restore(self._known())
+                if rounds % _STRAYS_EVERY == 0:
+                    await self._manager.remove_strays()
             except LBError as exc:
                 log.warning("store guard: %s", exc)

@@ -170,6 +170,18 @@ class ReplicaManager:
                     stopped += 1
             return adopted, stopped
 
+    async def remove_strays(self) -> list[str]:
+        """Stop running replicas that are not members (a leader died between starting one and
+        committing it, or someone started one behind our back). Returns their names."""
+        async with self._lock:
+            self._require_leader()
+            members = set((await self._store.membership()).names)
+            strays = [h.name for h in await self._runtime.list() if h.name not in members]
+            if strays:
+                log.warning("stopping replicas that are not members: %s", ", ".join(strays))
+                await self._stop_all(strays, force=True)
+            return strays
+
     async def restore(self, known: Membership) -> bool:
         """Write ``known`` back if the store lost its data (its epoch is older than ours).
 

@@ -109,6 +109,10 @@ class FakeManager:
             raise self.adopt_errors.pop(0)
         return 2, 1
 
+    async def remove_strays(self) -> list[str]:
+        self.log.append("remove_strays")
+        return []
+
 
 class FakeSupervisor(Service):
     def __init__(self, log: list[str]) -> None:
@@ -188,7 +192,7 @@ async def rig() -> AsyncIterator[Rig]:
     assert not any(s.active for s in rig.services), "a leader task outlived the duties"
 
 
-TERM = ["restore 5", "adopt", "bootstrap 3"]
+TERM = ["restore 5", "adopt", "remove_strays", "bootstrap 3"]
 
 
 async def test_a_follower_is_ready_after_its_first_campaign_and_runs_nothing(rig: Rig) -> None:

@@ -1,0 +1,164 @@
+"""Replicas as Docker containers on one network (the docker-compose deployment).
+
+Owns ``DockerRuntime``. Each replica is a container of ``image`` named ``<deployment>-<id>``
+(``Server 3fa91c`` → ``chlb-3fa91c``); that name is also its hostname and its alias on
+``network``, and the balancer reaches it at ``<name>:<port>`` over that network. No host port is
+published. Every container carries labels with the deployment and the replica's name, so the
+daemon itself says which containers are ours: ``list`` asks it (containers another leader
+started included), ``stop`` finds a container by label even if this instance never tracked it,
+and a new leader adopts by container id. Every SDK call is blocking and runs in a thread
+(``asyncio.to_thread``) with the client's own timeout.
+Must not import: aiohttp, redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
+
+from balancer.errors import RuntimeFailure
+from balancer.runtime import ReplicaHandle
+
+log = logging.getLogger(__name__)
+
+LABEL_DEPLOYMENT = "chlb.deployment"
+LABEL_NAME = "chlb.replica"
+LABEL_SERVER_ID = "chlb.server-id"
+
+Containers = list[Container]  # (inside the class, ``list`` is the method)
+
+
+def container_name(deployment: str, server_id: str) -> str:
+    return f"{deployment}-{server_id}"
+
+
+class DockerRuntime:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        image: str,
+        network: str,
+        deployment: str = "chlb",
+        port: int = 5000,
+        stop_grace_s: int = 3,
+    ) -> None:
+        self._client = client
+        self._image = image
+        self._network = network
+        self._deployment = deployment
+        self._port = port
+        self._stop_grace_s = stop_grace_s
+
+    async def spawn(self, name: str, server_id: str) -> ReplicaHandle:
+        cname = container_name(self._deployment, server_id)
+        try:
+            container = await asyncio.to_thread(self._run, cname, name, server_id)
+        except DockerException as exc:
+            raise RuntimeFailure(f"cannot start replica {name!r}: {exc}") from exc
+        log.info("started container %s (%s) for replica %s", cname, container.short_id, name)
+        return self._handle(container)
+
+    async def stop(self, name: str, *, force: bool = False) -> None:
+        try:
+            await asyncio.to_thread(self._remove, name, force)
+        except DockerException as exc:
+            raise RuntimeFailure(f"cannot stop replica {name!r}: {exc}") from exc
+
+    async def adopt(self, handle: ReplicaHandle) -> bool:
+        try:
+            container = await asyncio.to_thread(self._find, handle.name)
+        except DockerException as exc:
+            raise RuntimeFailure(f"cannot look up replica {handle.name!r}: {exc}") from exc
+        return container is not None and container.status == "running"
+
+    async def list(self) -> list[ReplicaHandle]:
+        try:
+            containers = await asyncio.to_thread(self._ours, False)
+        except DockerException as exc:
+            raise RuntimeFailure(f"cannot list replicas: {exc}") from exc
+        return [self._handle(c) for c in containers]
+
+    async def release(self) -> None:
+        """Nothing to hand over: the daemon, not this process, keeps track of the containers."""
+
+    async def close(self) -> None:
+        for handle in await self.list():
+            await self.stop(handle.name)
+
+    # -- blocking helpers (run in a thread) -----------------------------------------------
+
+    def _run(self, cname: str, name: str, server_id: str) -> Container:
+        self._remove_stale(cname)
+        endpoint = self._client.api.create_endpoint_config(aliases=[cname])
+        container: Container = self._client.containers.run(
+            self._image,
+            name=cname,
+            hostname=cname,
+            detach=True,
+            environment={"SERVER_ID": server_id},
+            labels={
+                LABEL_DEPLOYMENT: self._deployment,
+                LABEL_NAME: name,
+                LABEL_SERVER_ID: server_id,
+            },
+            network=self._network,
+            networking_config={self._network: endpoint},
+        )
+        return container
+
+    def _remove_stale(self, cname: str) -> None:
+        """A stopped container of ours with the same name (a crash we never cleaned) goes."""
+        try:
+            old = self._client.containers.get(cname)
+        except NotFound:
+            return
+        if old.labels.get(LABEL_DEPLOYMENT) == self._deployment and old.status != "running":
+            old.remove(force=True)
+
+    def _remove(self, name: str, force: bool) -> None:
+        container = self._find(name, running_only=False)
+        if container is None:
+            return
+        try:
+            if force:
+                container.remove(force=True)
+            else:
+                container.stop(timeout=self._stop_grace_s)
+                container.remove(force=True)
+        except NotFound:
+            return  # gone meanwhile
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise
+        log.info("removed container %s of replica %s", container.name, name)
+
+    def _find(self, name: str, *, running_only: bool = True) -> Container | None:
+        for container in self._ours(not running_only):
+            if container.labels.get(LABEL_NAME) == name:
+                return container
+        return None
+
+    def _ours(self, include_stopped: bool) -> Containers:
+        found: Containers = self._client.containers.list(
+            all=include_stopped, filters={"label": f"{LABEL_DEPLOYMENT}={self._deployment}"}
+        )
+        return found
+
+    def _handle(self, container: Container) -> ReplicaHandle:
+        labels: dict[str, Any] = container.labels
+        cname = str(container.name)
+        return ReplicaHandle(
+            str(labels.get(LABEL_NAME, cname)),
+            str(labels.get(LABEL_SERVER_ID, "")),
+            f"{cname}:{self._port}",
+            None,
+            str(container.id),
+        )
