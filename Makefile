@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint typecheck check clean
+.PHONY: run test bench lint typecheck check clean images images-offline up up-offline down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,25 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## The Docker deployment (docker-compose.yml): Redis, balancers on :5555/:5556, replica containers.
+## `make up` pulls python:3.11-slim and redis:7; `make up-offline` needs no registry or index
+## (debootstrap base from this machine's apt mirror + a local wheelhouse; starts dockerd if needed).
+images:
+	infra/docker/build-images.sh
+
+images-offline:
+	OFFLINE=1 infra/docker/build-images.sh
+
+up:
+	docker-compose up -d --build
+
+up-offline:
+	infra/docker/up-offline.sh
+
+## Stops the balancers (the last one out stops the replica containers it started), Redis, net1.
+down:
+	docker-compose down --remove-orphans
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
