@@ -154,7 +154,7 @@ class ReplicaManager:
             members = set(membership.names)
             records = {h.name: h for h in await self._store.handles()}
             for r in membership.replicas:  # members whose record was lost with the store's data
-                if r.name not in records and r.pid is not None:
+                if r.name not in records and (r.pid is not None or r.ident):
                     records[r.name] = ReplicaHandle(
                         r.name, server_id(r.name), r.address, r.pid, r.ident
                     )
