@@ -2,12 +2,14 @@
 
 Owns ``DockerRuntime``. Each replica is a container of ``image`` named ``<deployment>-<id>``
 (``Server 3fa91c`` → ``chlb-3fa91c``); that name is also its hostname and its alias on
-``network``, and the balancer reaches it at ``<name>:<port>`` over that network. No host port is
-published. Every container carries labels with the deployment and the replica's name, so the
-daemon itself says which containers are ours: ``list`` asks it (containers another leader
-started included), ``stop`` finds a container by label even if this instance never tracked it,
-and a new leader adopts by container id. Every SDK call is blocking and runs in a thread
-(``asyncio.to_thread``) with the client's own timeout.
+``network``. The balancer connects to its IP address on that network, not its name: a lookup
+of a container that is gone goes to Docker's DNS and on to the host's resolver, and where that
+resolver hangs, the lookups fill the event loop's getaddrinfo threads and stall every other
+connection (health probes included). No host port is published. Every container carries labels
+with the deployment and the replica's name, so the daemon itself says which containers are
+ours: ``list`` asks it (containers another leader started included), ``stop`` finds a container
+by label even if this instance never tracked it, and a new leader adopts by label. Every SDK
+call is blocking and runs in a thread (``asyncio.to_thread``) with the client's own timeout.
 Must not import: aiohttp, redis.
 """
 
@@ -112,6 +114,7 @@ class DockerRuntime:
             network=self._network,
             networking_config={self._network: endpoint},
         )
+        container.reload()  # the address on the network is known once it started
         return container
 
     def _remove_stale(self, cname: str) -> None:
@@ -155,10 +158,12 @@ class DockerRuntime:
     def _handle(self, container: Container) -> ReplicaHandle:
         labels: dict[str, Any] = container.labels
         cname = str(container.name)
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+        ip = (networks.get(self._network) or {}).get("IPAddress") or cname
         return ReplicaHandle(
             str(labels.get(LABEL_NAME, cname)),
             str(labels.get(LABEL_SERVER_ID, "")),
-            f"{cname}:{self._port}",
+            f"{ip}:{self._port}",
             None,
             str(container.id),
         )

@@ -79,8 +79,10 @@ async def test_spawned_replica_is_a_labelled_container_on_the_network(
     client, network: str, runtime: DockerRuntime
 ) -> None:  # type: ignore[no-untyped-def]
     handle = await runtime.spawn("Server 7a", "7a")
-    name = handle.address.split(":")[0]
+    name = f"{runtime._deployment}-7a"
     container = client.containers.get(name)
+    # The balancer connects by IP on the network (no DNS on the data path).
+    assert handle.address == f"{container_ip(client, name, network)}:5000"
     assert container.labels[LABEL_DEPLOYMENT] == runtime._deployment
     assert container.attrs["Config"]["Hostname"] == name
     assert name in container.attrs["NetworkSettings"]["Networks"][network]["Aliases"]
@@ -99,7 +101,7 @@ async def test_another_runtime_adopts_and_stops_a_replica(
     assert [h.name for h in await successor.list()] == ["S1"]
     await successor.stop("S1")
     assert await runtime.list() == []
-    assert not client.containers.list(all=True, filters={"name": handle.address.split(":")[0]})
+    assert not client.containers.list(all=True, filters={"id": handle.ident})
 
 
 async def test_other_deployments_are_invisible(
@@ -122,7 +124,7 @@ async def test_a_crashed_containers_name_can_be_reused(
     client, network: str, runtime: DockerRuntime
 ) -> None:  # type: ignore[no-untyped-def]
     handle = await runtime.spawn("S3", "S3")
-    client.containers.get(handle.address.split(":")[0]).kill()
+    client.containers.get(handle.ident).kill()
     assert await runtime.list() == []  # exited: not running
     again = await runtime.spawn("S3", "S3")  # the exited container is removed first
     assert [h.name for h in await runtime.list()] == ["S3"]
