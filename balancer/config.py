@@ -32,7 +32,8 @@ _HELP: dict[str, str] = {
     "port": "port the balancer listens on",
     "replicas": "N, replicas started at boot and kept through failures",
     "max_replicas": "upper bound on replicas; /add beyond it is refused",
-    "algorithm": "key → replica algorithm: ring (default) or assignment (the literal scheme)",
+    "algorithm": "key → replica algorithm: ring (default), maglev, rendezvous, or assignment "
+    "(the literal scheme)",
     "hash_name": "64-bit hash for the ring: xxh3 or blake2b (keyed)",
     "hash_seed": "fixed seed of the hash; all instances must agree",
     "points_per_weight": "ring points per weight unit (algorithm=ring)",

@@ -21,6 +21,8 @@ from balancer.hashing.base import (
     RingSettings,
 )
 from balancer.hashing.hashes import HASH_NAMES, HashName, make_hash
+from balancer.hashing.maglev import MaglevRing
+from balancer.hashing.rendezvous import RendezvousRing
 from balancer.hashing.ring import HashRing
 
 __all__ = [
@@ -31,9 +33,11 @@ __all__ = [
     "AssignmentRing",
     "HashName",
     "HashRing",
+    "MaglevRing",
     "Member",
     "NoReplicasError",
     "Probing",
+    "RendezvousRing",
     "Ring",
     "RingSettings",
     "build_ring",
@@ -49,4 +53,8 @@ def build_ring(members: Iterable[Member], settings: RingSettings) -> Ring:
     hash_fn = make_hash(settings.hash_name, settings.hash_seed)
     if settings.algorithm == "assignment":
         return AssignmentRing(members, hash_fn, settings.slots, settings.vnodes, settings.probing)
+    if settings.algorithm == "maglev":
+        return MaglevRing(members, hash_fn)
+    if settings.algorithm == "rendezvous":
+        return RendezvousRing(members, hash_fn)
     return HashRing(members, hash_fn, settings.points_per_weight)

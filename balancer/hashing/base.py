@@ -13,8 +13,8 @@ from typing import Literal, Protocol
 
 from balancer.hashing.hashes import DEFAULT_SEED, HashName
 
-Algorithm = Literal["ring", "assignment"]
-ALGORITHMS: tuple[Algorithm, ...] = ("ring", "assignment")
+Algorithm = Literal["ring", "assignment", "maglev", "rendezvous"]
+ALGORITHMS: tuple[Algorithm, ...] = ("ring", "assignment", "maglev", "rendezvous")
 Probing = Literal["linear", "quadratic"]
 PROBINGS: tuple[Probing, ...] = ("linear", "quadratic")
 
