@@ -115,7 +115,7 @@ def test_toml_type_errors_raise_config_error(tmp_path: Path, text: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "env"),
     [
-        (["--algorithm", "rendezvous"], {}),
+        (["--algorithm", "jump"], {}),
         ([], {"LB_HASH_NAME": "md5"}),
         (["--probing=cubic"], {}),
         ([], {"LB_RUNTIME": "docker-swarm"}),
