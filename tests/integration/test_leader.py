@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import fakeredis
@@ -16,6 +15,7 @@ from balancer.errors import StaleLeaderError
 from balancer.leader import LeaderElector
 from balancer.redis_store import RedisStore
 from balancer.store import Replica
+from tests.support.shared_redis import shared_redis
 
 TTL_S = 0.6
 ClientFactory = Callable[[], redis.Redis]
@@ -25,32 +25,8 @@ ClientFactory = Callable[[], redis.Redis]
 async def make_client(
     request: pytest.FixtureRequest, redis_url: str | None
 ) -> AsyncIterator[tuple[ClientFactory, str, fakeredis.FakeServer | None]]:
-    prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    clients: list[redis.Redis] = []
-    server = None
-    if request.param == "fakeredis":
-        server = fakeredis.FakeServer()
-
-        def factory() -> redis.Redis:
-            clients.append(fakeredis.aioredis.FakeRedis(server=server))
-            return clients[-1]
-    else:
-        if redis_url is None:
-            pytest.skip("no redis-server binary and no LB_TEST_REDIS_URL (CI installs one)")
-        url = redis_url
-
-        def factory() -> redis.Redis:
-            clients.append(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1))
-            return clients[-1]
-
-    yield factory, prefix, server
-    if server is not None:
-        server.connected = True
-    for client in clients:
-        with contextlib.suppress(redis.RedisError, OSError):
-            async for key in client.scan_iter(match=f"{prefix}*"):
-                await client.delete(key)
-        await client.aclose()
+    async with shared_redis(request.param, redis_url) as shared:
+        yield shared.client, shared.prefix, shared.server
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from balancer.coordination import AdminReply, ChangeHandler
 from balancer.errors import NotLeaderError, StoreUnavailable
 from balancer.redis_relay import RedisRelay
 from tests.support.ports import free_port
+from tests.support.shared_redis import shared_redis
 
 Request = tuple[str, int, list[str]]
 
@@ -43,33 +43,9 @@ class Relays:
 
 @pytest.fixture(params=["fakeredis", "redis"])
 async def relays(request: pytest.FixtureRequest, redis_url: str | None) -> AsyncIterator[Relays]:
-    prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    clients: list[redis.Redis] = []
-    server = None
-    if request.param == "fakeredis":
-        server = fakeredis.FakeServer()
-
-        def factory() -> redis.Redis:
-            clients.append(fakeredis.aioredis.FakeRedis(server=server))
-            return clients[-1]
-    else:
-        if redis_url is None:
-            pytest.skip("no redis-server binary and no LB_TEST_REDIS_URL (CI installs one)")
-        url = redis_url
-
-        def factory() -> redis.Redis:
-            # Longer than the relay's 1 s BLPOP, as the balancer's client is.
-            clients.append(redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3))
-            return clients[-1]
-
-    yield Relays(factory, prefix, server)
-    if server is not None:
-        server.connected = True
-    for client in clients:
-        with contextlib.suppress(redis.RedisError, OSError):
-            async for key in client.scan_iter(match=f"{prefix}*"):
-                await client.delete(key)
-        await client.aclose()
+    # Real clients wait longer than the relay's 1 s BLPOP, as the balancer's client does.
+    async with shared_redis(request.param, redis_url, socket_timeout_s=3.0) as shared:
+        yield Relays(shared.client, shared.prefix, shared.server)
 
 
 @contextlib.asynccontextmanager

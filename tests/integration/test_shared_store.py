@@ -10,7 +10,6 @@ there is none). Each factory call is another instance's view of the same shared 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from balancer.redis_store import RedisStore
 from balancer.runtime import ReplicaHandle
 from balancer.store import InMemoryStore, Membership, Replica, Store
 from tests.support.ports import free_port
+from tests.support.shared_redis import shared_redis
 
 SKIP_REAL = "no redis-server binary and no LB_TEST_REDIS_URL (CI installs one)"
 
@@ -38,37 +38,20 @@ class Backend:
 @pytest.fixture(params=["memory", "fakeredis", "redis"])
 async def backend(request: pytest.FixtureRequest, redis_url: str | None) -> AsyncIterator[Backend]:
     kind = request.param
-    prefix = f"test:{uuid.uuid4().hex[:8]}:"
     made: list[RedisStore] = []
     if kind == "memory":
         memory = InMemoryStore()
         yield Backend(kind, lambda: memory)
         return
-    server = None
-    if kind == "fakeredis":
-        server = fakeredis.FakeServer()
+    async with shared_redis(kind, redis_url, socket_timeout_s=2.0) as redis_:
 
         def factory() -> Store:
-            made.append(RedisStore(fakeredis.aioredis.FakeRedis(server=server), prefix=prefix))
-            return made[-1]
-    else:
-        if redis_url is None:
-            pytest.skip(SKIP_REAL)
-        url = redis_url
-
-        def factory() -> Store:
-            made.append(RedisStore.from_url(url, prefix=prefix))
+            made.append(RedisStore(redis_.client(), prefix=redis_.prefix))
             return made[-1]
 
-    yield Backend(kind, factory, server)
-    if server is not None:
-        server.connected = True
-    if made:
-        cleanup = made[0]._redis  # private on purpose: the test owns these keys
-        async for key in cleanup.scan_iter(match=f"{prefix}*"):
-            await cleanup.delete(key)
-    for store in made:
-        await store.close()
+        yield Backend(kind, factory, redis_.server)
+        for store in made:
+            await store.close()
 
 
 def replica(i: int, *, pid: int | None = None, ident: str = "") -> Replica:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
-import fakeredis
 import pytest
 
 from balancer.redis_store import RedisStore
 from balancer.store import InMemoryStore, Replica, Store
+from tests.support.shared_redis import shared_redis
 
 StoreFactory = Callable[[], Store]
 
@@ -26,37 +25,20 @@ async def make_store(
     request: pytest.FixtureRequest, redis_url: str | None
 ) -> AsyncIterator[StoreFactory]:
     """A factory: every call is another instance's view of the same shared state."""
-    kind = request.param
-    prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    made: list[RedisStore] = []
-    if kind == "memory":
+    if request.param == "memory":
         shared = InMemoryStore()
         yield lambda: shared
         return
-    if kind == "fakeredis":
-        server = fakeredis.FakeServer()
+    made: list[RedisStore] = []
+    async with shared_redis(request.param, redis_url, socket_timeout_s=2.0) as redis_:
 
         def factory() -> Store:
-            store = RedisStore(fakeredis.aioredis.FakeRedis(server=server), prefix=prefix)
-            made.append(store)
-            return store
-    else:
-        if redis_url is None:
-            pytest.skip("no redis-server binary and no LB_TEST_REDIS_URL (CI installs one)")
-        url = redis_url
+            made.append(RedisStore(redis_.client(), prefix=redis_.prefix))
+            return made[-1]
 
-        def factory() -> Store:
-            store = RedisStore.from_url(url, prefix=prefix)
-            made.append(store)
-            return store
-
-    yield factory
-    if made:
-        cleanup = made[0]._redis  # private on purpose: the test owns these keys
-        async for key in cleanup.scan_iter(match=f"{prefix}*"):
-            await cleanup.delete(key)
-    for store in made:
-        await store.close()  # type: ignore[attr-defined]
+        yield factory
+        for store in made:
+            await store.close()
 
 
 def replica(i: int) -> Replica:
