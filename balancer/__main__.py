@@ -16,6 +16,7 @@ import socket
 import sys
 
 from balancer.app import BalancerService
+from balancer.cluster import redact
 from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
 from balancer.process_runtime import ProcessRuntime
@@ -89,7 +90,7 @@ async def _shared_service(
         answer_timeout_s=2 * settings.spawn_timeout_s + 5.0,
     )
     elector = LeaderElector(elector_client, instance_id, ttl_s=settings.leader_ttl_s)
-    log.info("instance %s sharing state at %s", instance_id, _redacted(settings.redis_url))
+    log.info("instance %s sharing state at %s", instance_id, redact(settings.redis_url))
     return BalancerService(
         settings,
         store=store,
@@ -98,13 +99,6 @@ async def _shared_service(
         relay=relay,
         worker_argv=sys.argv[1:],
     )
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}" if at else url
 
 
 def quiet_gc() -> None:

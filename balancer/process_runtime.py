@@ -144,14 +144,19 @@ class ProcessRuntime:
         log.info("stopped adopted replica %s pid=%d", handle.name, handle.pid)
 
 
+def _stat(pid: int) -> list[str]:
+    """Fields 3… of ``/proc/<pid>/stat`` (after the command name): [0] is the state, [19] the
+    start time in clock ticks since boot. Raises OSError (FileNotFoundError: no such process)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()
+
+
 def _start_time(pid: int) -> str:
-    """The process start time in clock ticks since boot, or "" where /proc is unavailable."""
+    """The process start time, or "" where /proc is unavailable."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
+        return _stat(pid)[19]
     except OSError:
         return ""
-    return fields[19]  # field 22 of stat(5); fields[0] is field 3 (the state)
 
 
 def _same_process(handle: ReplicaHandle) -> bool:
@@ -159,8 +164,7 @@ def _same_process(handle: ReplicaHandle) -> bool:
     if handle.pid is None:
         return False
     try:
-        with open(f"/proc/{handle.pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
+        fields = _stat(handle.pid)
     except FileNotFoundError:
         return False
     except OSError:  # no /proc: fall back to "a process with this pid exists"

@@ -20,7 +20,8 @@ from redis.exceptions import RedisError
 
 from balancer import keys
 from balancer.coordination import AdminReply, ChangeHandler
-from balancer.errors import NotLeaderError, StoreUnavailable
+from balancer.errors import NotLeaderError
+from balancer.redis_store import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class RedisRelay:
     async def forward(self, op: str, n: int, hostnames: list[str]) -> AdminReply:
         request_id = uuid.uuid4().hex
         request = json.dumps({"id": request_id, "op": op, "n": n, "hostnames": hostnames})
-        try:
+        async with unavailable():
             await self._redis.rpush(self._queue, request)
             reply = await self._reply(request_id, self._pickup_s)
             if reply is None:
@@ -58,8 +59,6 @@ class RedisRelay:
                         "nothing was changed, try again"
                     )
                 reply = await self._reply(request_id, self._answer_s)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis is unavailable ({exc or type(exc).__name__})") from exc
         if reply is None:
             raise NotLeaderError(
                 "The leader took the request but did not answer in time; it may still be applied"

@@ -81,7 +81,7 @@ class RedisStore:
         return cls(redis_client(url, timeout_s=timeout_s), prefix=prefix)
 
     async def membership(self) -> Membership:
-        async with _unavailable():
+        async with unavailable():
             epoch, doc = await self._redis.hmget(keys.membership(self._prefix), ["epoch", "doc"])
         if doc is None:
             return Membership(int(epoch or 0), ())
@@ -100,7 +100,7 @@ class RedisStore:
             raise ValueError("duplicate replica names in a membership commit")
         new = Membership(expected_epoch + 1, tuple(replicas), target)
         doc = json.dumps(membership_json(new))
-        async with _unavailable():
+        async with unavailable():
             result = int(
                 await self._commit(
                     keys=self._doc_keys(), args=[expected_epoch, doc, fence_token or ""]
@@ -112,7 +112,7 @@ class RedisStore:
 
     async def restore(self, membership: Membership, *, fence_token: int | None = None) -> bool:
         doc = json.dumps(membership_json(membership))
-        async with _unavailable():
+        async with unavailable():
             result = int(
                 await self._restore(
                     keys=self._doc_keys(), args=[membership.epoch, doc, fence_token or ""]
@@ -130,7 +130,7 @@ class RedisStore:
         # Read the hint counter before the epoch: a commit after the read publishes a hint
         # after it, so no change can slip between the check and the wait.
         hints = self._hints
-        async with _unavailable():
+        async with unavailable():
             stored = await self._redis.hget(keys.membership(self._prefix), "epoch")
         if int(stored or 0) != epoch:
             return
@@ -140,47 +140,47 @@ class RedisStore:
                     await self._changed.wait_for(lambda: self._hints != hints)
 
     async def mark_alive(self, name: str, ttl_s: float) -> None:
-        async with _unavailable():
+        async with unavailable():
             await self._redis.set(keys.alive(name, self._prefix), 1, px=_ms(ttl_s))
 
     async def mark_dead(self, name: str) -> None:
-        async with _unavailable():
+        async with unavailable():
             await self._redis.delete(keys.alive(name, self._prefix))
 
     async def alive(self) -> frozenset[str]:
         marker = keys.alive("", self._prefix)
-        async with _unavailable():
+        async with unavailable():
             found = [_text(k)[len(marker) :] async for k in self._scan(keys.alive_pattern)]
         return frozenset(found)
 
     async def record_handle(self, handle: ReplicaHandle) -> None:
-        async with _unavailable():
+        async with unavailable():
             await self._redis.hset(
                 keys.replicas(self._prefix), handle.name, json.dumps(handle.to_json())
             )
 
     async def drop_handle(self, name: str) -> None:
-        async with _unavailable():
+        async with unavailable():
             await self._redis.hdel(keys.replicas(self._prefix), name)
 
     async def handles(self) -> list[ReplicaHandle]:
-        async with _unavailable():
+        async with unavailable():
             raw = await self._redis.hgetall(keys.replicas(self._prefix))
         return [ReplicaHandle.from_json(json.loads(doc)) for doc in raw.values()]
 
     async def announce(self, instance_id: str, info: dict[str, Any], ttl_s: float) -> None:
-        async with _unavailable():
+        async with unavailable():
             await self._redis.set(
                 keys.instance(instance_id, self._prefix), json.dumps(info), px=_ms(ttl_s)
             )
 
     async def withdraw(self, instance_id: str) -> None:
-        async with _unavailable():
+        async with unavailable():
             await self._redis.delete(keys.instance(instance_id, self._prefix))
 
     async def instances(self) -> dict[str, dict[str, Any]]:
         marker = keys.instance("", self._prefix)
-        async with _unavailable():
+        async with unavailable():
             names = [_text(k) async for k in self._scan(keys.instance_pattern)]
             docs = await self._redis.mget(names) if names else []
         return {
@@ -258,7 +258,7 @@ def redis_client(url: str, *, timeout_s: float) -> redis.Redis:
 
 
 @contextlib.asynccontextmanager
-async def _unavailable() -> AsyncIterator[None]:
+async def unavailable() -> AsyncIterator[None]:
     """Turn a Redis failure into ``StoreUnavailable`` (callers must not know about redis)."""
     try:
         yield

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from balancer.hashing.base import Member, NoReplicasError, Probing
+from balancer.hashing.base import Member, NoReplicasError, Probing, checked_members
 from balancer.hashing.hashes import HashFn
 
 
@@ -54,11 +54,10 @@ class AssignmentRing:
         """
         if slots < 1 or vnodes < 1:
             raise ValueError("slots and vnodes must be at least 1")
-        members = list(members)
-        if any(m.weight < 0 for m in members):
-            raise ValueError("negative weight")
-        placed = sorted((m for m in members if m.weight > 0), key=lambda m: (m.index, m.name))
-        _check_unique(placed)
+        live = [m for m in checked_members(members) if m.weight > 0]
+        placed = sorted(live, key=lambda m: (m.index, m.name))
+        if len({m.index for m in placed}) != len(placed):
+            raise ValueError("duplicate member indexes: the assignment scheme needs distinct i")
         self.slots = slots
         self.slot_owner: list[str | None] = [None] * slots
         self.unplaced = 0
@@ -105,15 +104,6 @@ class AssignmentRing:
                 if len(found) == want:
                     break
         return found
-
-
-def _check_unique(members: list[Member]) -> None:
-    names = [m.name for m in members]
-    indexes = [m.index for m in members]
-    if len(set(names)) != len(names):
-        raise ValueError("duplicate member names")
-    if len(set(indexes)) != len(indexes):
-        raise ValueError("duplicate member indexes: the assignment scheme needs distinct i")
 
 
 def _probe(owner: list[str | None], start: int, probing: Probing) -> int | None:

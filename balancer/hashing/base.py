@@ -8,6 +8,7 @@ Must not import: asyncio, aiohttp, redis, docker, prometheus_client, or modules 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -48,6 +49,22 @@ class RingSettings:
     slots: int = 512
     vnodes: int = 9
     probing: Probing = "linear"
+
+
+def checked_members(members: Iterable[Member]) -> list[Member]:
+    """``members`` sorted by name, the order every ring is built in.
+
+    Raises:
+        ValueError: on a duplicate name or a negative weight.
+    """
+    by_name: dict[str, Member] = {}
+    for member in members:
+        if member.name in by_name:
+            raise ValueError(f"duplicate member names: {member.name!r}")
+        if member.weight < 0:
+            raise ValueError(f"negative weight for {member.name!r}")
+        by_name[member.name] = member
+    return [by_name[name] for name in sorted(by_name)]
 
 
 class Ring(Protocol):

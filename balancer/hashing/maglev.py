@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from balancer.hashing.base import Member, NoReplicasError
+from balancer.hashing.base import Member, NoReplicasError, checked_members
 from balancer.hashing.hashes import HashFn
 
 DEFAULT_TABLE_SIZE = 65_537  # prime, as the permutations need
@@ -28,14 +28,7 @@ class MaglevRing:
     def __init__(
         self, members: Iterable[Member], hash_fn: HashFn, table_size: int = DEFAULT_TABLE_SIZE
     ) -> None:
-        by_name: dict[str, Member] = {}
-        for m in members:
-            if m.name in by_name:
-                raise ValueError(f"duplicate member {m.name!r}")
-            if m.weight < 0:
-                raise ValueError(f"negative weight for {m.name!r}")
-            by_name[m.name] = m
-        live = sorted((m for m in by_name.values() if m.weight > 0), key=lambda m: m.name)
+        live = [m for m in checked_members(members) if m.weight > 0]
         self._hash = hash_fn
         self._size = table_size
         self._members = tuple(m.name for m in live)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from balancer.hashing.base import Member, NoReplicasError
+from balancer.hashing.base import Member, NoReplicasError, checked_members
 from balancer.hashing.hashes import HashFn
 
 _TWO_52 = float(2**52)  # u = (top 52 bits + 0.5) / 2**52 is exact and strictly inside (0, 1)
@@ -25,14 +25,7 @@ class RendezvousRing:
     __slots__ = ("_hash", "_live", "_members")
 
     def __init__(self, members: Iterable[Member], hash_fn: HashFn) -> None:
-        by_name: dict[str, Member] = {}
-        for m in members:
-            if m.name in by_name:
-                raise ValueError(f"duplicate member {m.name!r}")
-            if m.weight < 0:
-                raise ValueError(f"negative weight for {m.name!r}")
-            by_name[m.name] = m
-        live = sorted((m for m in by_name.values() if m.weight > 0), key=lambda m: m.name)
+        live = [m for m in checked_members(members) if m.weight > 0]
         self._hash = hash_fn
         self._live = [(m.name.encode() + b"\x00", m.name, float(m.weight)) for m in live]
         self._members = tuple(m.name for m in live)

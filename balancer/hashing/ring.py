@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
-from balancer.hashing.base import Member, NoReplicasError
+from balancer.hashing.base import Member, NoReplicasError, checked_members
 from balancer.hashing.hashes import HashFn
 
 
@@ -35,11 +35,9 @@ class HashRing:
         """
         if points_per_weight < 1:
             raise ValueError("points_per_weight must be at least 1")
-        unique = _unique_by_name(members)
+        unique = checked_members(members)
         points: list[tuple[int, str]] = []
         for member in unique:
-            if member.weight < 0:
-                raise ValueError(f"negative weight for {member.name!r}")
             for n in range(points_per_weight * member.weight):
                 points.append((hash_fn(f"{member.name}#{n}".encode()), member.name))
         # Sorting by (hash, name) is the deterministic tie-break for two points on one hash.
@@ -78,12 +76,3 @@ class HashRing:
                 if len(found) == want:
                     break
         return found
-
-
-def _unique_by_name(members: Iterable[Member]) -> list[Member]:
-    by_name: dict[str, Member] = {}
-    for member in members:
-        if member.name in by_name:
-            raise ValueError(f"duplicate member {member.name!r}")
-        by_name[member.name] = member
-    return [by_name[name] for name in sorted(by_name)]

@@ -25,8 +25,6 @@ from balancer.store import InMemoryStore, Membership, Replica, Store
 from tests.support.ports import free_port
 from tests.support.shared_redis import shared_redis
 
-SKIP_REAL = "no redis-server binary and no LB_TEST_REDIS_URL (CI installs one)"
-
 
 @dataclass
 class Backend:
