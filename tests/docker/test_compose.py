@@ -36,7 +36,6 @@ import asyncio
 import collections
 import contextlib
 import datetime
-import gc
 import json
 import os
 import re
@@ -47,7 +46,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -324,25 +322,6 @@ def deployment_up(client: Any, workdir: Path, dns: str | None = None) -> Iterato
         yield dep
     finally:
         clean_up(dep)
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[Any]:
-    reason = ""
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except Exception as exc:  # no daemon here: CI starts one (infra/docker/ensure-docker.sh)
-        reason = f"no Docker daemon: {exc}"
-    if reason:
-        # The SDK leaves the socket of its failed version probe to the garbage collector; collect
-        # it here, quietly, rather than have its ResourceWarning fail the session at exit.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-        pytest.skip(reason)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,11 @@ containers this test created, at their addresses on its own network.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import urllib.request
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,28 +24,13 @@ pytestmark = pytest.mark.docker
 IMAGE = "chlb-server:latest"
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[object]:
-    reason = ""
+@pytest.fixture
+def client(docker_client: Any) -> Any:
     try:
-        c = docker.from_env(timeout=30)
-        c.ping()
-    except Exception as exc:  # no daemon here: CI starts one (infra/docker/ensure-docker.sh)
-        reason = f"no Docker daemon: {exc}"
-    if reason:
-        # The SDK leaves the socket of its failed version check open; collect it quietly (out
-        # of the except block, whose traceback holds it) rather than let its ResourceWarning
-        # fail the session (filterwarnings = error).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-        pytest.skip(reason)
-    try:
-        c.images.get(IMAGE)
+        docker_client.images.get(IMAGE)
     except docker.errors.ImageNotFound:
         pytest.skip(f"image {IMAGE} not built (make images / infra/docker/build-images.sh)")
-    yield c
-    c.close()
+    return docker_client
 
 
 @pytest.fixture
