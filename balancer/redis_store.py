@@ -76,10 +76,6 @@ class RedisStore:
         self._listener: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0, prefix: str = keys.PREFIX) -> RedisStore:
-        return cls(redis_client(url, timeout_s=timeout_s), prefix=prefix)
-
     async def membership(self) -> Membership:
         async with unavailable():
             epoch, doc = await self._redis.hmget(keys.membership(self._prefix), ["epoch", "doc"])

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from balancer import keys
 from balancer.errors import StaleLeaderError, StoreUnavailable
-from balancer.redis_store import RedisStore
+from balancer.redis_store import RedisStore, redis_client
 from balancer.runtime import ReplicaHandle
 from balancer.store import InMemoryStore, Membership, Replica, Store
 from tests.support.ports import free_port
@@ -300,7 +300,7 @@ async def test_every_method_raises_store_unavailable_when_redis_is_down(
 @pytest.mark.parametrize("call", ["membership", "commit", "record_handle", "announce", "alive"])
 async def test_an_unreachable_redis_server_is_store_unavailable(call: str) -> None:
     """A real client against a closed port: the connection error is wrapped too."""
-    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
+    store = RedisStore(redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5))
     try:
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(CALLS[call](store), 5.0)
