@@ -319,6 +319,20 @@ async def test_adopt_keeps_members_stops_strays_and_drops_the_gone(rig: Rig) -> 
     assert await rig.membership() == before
 
 
+async def test_remove_strays_stops_running_non_members_only(rig: Rig) -> None:
+    """A replica the runtime runs without a record or a ring slot (started behind our back)."""
+    member = await rig.runtime.spawn("member", "member")
+    await rig.runtime.spawn("behind-our-back", "behind-our-back")
+    await rig.store.commit([Replica("member", 1, member.address)], expected_epoch=0, target=1)
+    before = await rig.membership()
+
+    assert await rig.manager.remove_strays() == ["behind-our-back"]
+
+    assert await rig.running() == {"member"}
+    assert await rig.membership() == before
+    assert await rig.manager.remove_strays() == []
+
+
 async def test_adopt_finds_a_member_whose_record_was_lost(rig: Rig) -> None:
     """After the store lost its data, a restored member still carries pid/ident to adopt by."""
     kept = await rig.runtime.spawn("kept", "kept")
