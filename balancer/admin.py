@@ -1,5 +1,6 @@
 """The contract's admin API: ``GET /rep``, ``POST /add``, ``DELETE /rm`` (``POST /rm`` alias),
-plus ``GET /lb/status`` for operators.
+plus, for operators, ``GET /lb/status``, ``PUT /lb/settings`` (routing settings of every
+instance) and ``PUT /lb/weight`` (one replica's weight; 0 drains it).
 
 Owns request validation and the mapping of errors to responses. Every rejected request changes
 nothing and answers 400 ``{"message": "<Error> …", "status": "failure"}``; the two errors the
@@ -12,6 +13,7 @@ Must not import: redis, docker, ``balancer.proxy``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -26,17 +28,19 @@ from balancer.errors import (
     StaleLeaderError,
     StoreUnavailable,
 )
+from balancer.hashing import RingSettings
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView
 from balancer.names import is_valid_name, server_id
 from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
-from balancer.store import Membership, Store, membership_json
+from balancer.store import Membership, Store, membership_json, settings_from_json
 from balancer.wire import (
     ADD_TOO_MANY_NAMES,
     CONTENT_TYPE,
     RM_TOO_MANY_NAMES,
     error_body,
+    message_body,
     replicas_body,
 )
 
@@ -90,7 +94,6 @@ class AdminApi:
         store: Store,
         view: RingView,
         runtime: ReplicaRuntime,
-        algorithm: str,
         stats: TrafficStats,
         *,
         leadership: Leadership,
@@ -101,7 +104,6 @@ class AdminApi:
         self._store = store
         self._view = view
         self._runtime = runtime
-        self._algorithm = algorithm
         self._stats = stats
         self._leadership = leadership
         self._relay = relay
@@ -113,6 +115,8 @@ class AdminApi:
             web.post("/add", self.add),
             web.delete("/rm", self.rm),
             web.post("/rm", self.rm),
+            web.put("/lb/settings", self.put_settings),
+            web.put("/lb/weight", self.put_weight),
             web.get("/lb/status", self.status),
             web.get("/lb/membership", self.membership),
             web.post("/lb/worker-stats", self.worker_stats),
@@ -135,40 +139,94 @@ class AdminApi:
         return _reply(200, replicas_body((await self._membership()).names))
 
     async def add(self, request: web.Request) -> web.Response:
-        return await self._change(request, "add", ADD_TOO_MANY_NAMES)
+        try:
+            n, hostnames = await parse_change(request, ADD_TOO_MANY_NAMES)
+        except RequestError as exc:
+            return _reply(400, error_body(str(exc)))
+        return await self._change("add", {"n": n, "hostnames": hostnames})
 
     async def rm(self, request: web.Request) -> web.Response:
-        return await self._change(request, "rm", RM_TOO_MANY_NAMES)
-
-    async def apply_change(self, op: str, n: int, hostnames: list[str]) -> AdminReply:
-        """Apply a validated change here, on the leader (also for changes handed over)."""
-        apply = self._manager.add if op == "add" else self._manager.remove
         try:
-            membership = await apply(n, hostnames)
+            n, hostnames = await parse_change(request, RM_TOO_MANY_NAMES)
         except RequestError as exc:
+            return _reply(400, error_body(str(exc)))
+        return await self._change("rm", {"n": n, "hostnames": hostnames})
+
+    async def put_settings(self, request: web.Request) -> web.Response:
+        """Change routing settings on every instance: a JSON object of ``RingSettings`` fields
+        (e.g. ``{"algorithm": "maglev"}``); the answer is the settings now in force."""
+        try:
+            data = await _json_object(request)
+            settings_from_json(data, self._view.current.settings)  # refuse early, change nothing
+        except (RequestError, ValueError) as exc:
+            return _reply(400, error_body(str(exc)))
+        return await self._change("settings", data)
+
+    async def put_weight(self, request: web.Request) -> web.Response:
+        """``{"hostname": "Server 1", "weight": 0}``: set one replica's weight (0 drains it)."""
+        try:
+            data = await _json_object(request)
+            hostname, weight = data.get("hostname"), data.get("weight")
+            if not isinstance(hostname, str) or not is_valid_name(hostname):
+                raise RequestError("'hostname' must be the name of a replica")
+            if isinstance(weight, bool) or not isinstance(weight, int):
+                raise RequestError(f"'weight' must be an integer in 0..{MAX_WEIGHT}")
+            if not 0 <= weight <= MAX_WEIGHT:
+                raise RequestError(f"'weight' must be an integer in 0..{MAX_WEIGHT}")
+        except RequestError as exc:
+            return _reply(400, error_body(str(exc)))
+        return await self._change("weight", {"hostname": hostname, "weight": weight})
+
+    async def apply(self, op: str, args: dict[str, Any]) -> AdminReply:
+        """Apply a validated change here, on the leader (also for changes handed over)."""
+        try:
+            return await self._apply(op, args)
+        except (RequestError, ValueError) as exc:
             return AdminReply(400, error_body(str(exc)))
         except (RuntimeFailure, ConflictError, NotLeaderError, StaleLeaderError) as exc:
             return AdminReply(503, error_body(str(exc)))
         except StoreUnavailable as exc:
             return AdminReply(503, error_body(_store_down(exc)))
-        return AdminReply(200, replicas_body(membership.names))
 
-    async def _change(self, request: web.Request, op: str, too_many: str) -> web.Response:
-        """Validate, then apply here (leader) or hand over to the leader (follower)."""
-        try:
-            n, hostnames = await parse_change(request, too_many)
-        except RequestError as exc:
-            return _reply(400, error_body(str(exc)))
+    async def _apply(self, op: str, args: dict[str, Any]) -> AdminReply:
+        if op in ("add", "rm"):
+            apply = self._manager.add if op == "add" else self._manager.remove
+            membership = await apply(int(args["n"]), list(args["hostnames"]))
+            return AdminReply(200, replicas_body(membership.names))
+        if op == "settings":
+            current = await self._store.membership()
+            base = current.settings or self._view.current.settings
+            membership = await self._manager.set_settings(settings_from_json(args, base))
+            return AdminReply(200, message_body(self._settings_body(membership)))
+        if op == "weight":
+            hostname = str(args["hostname"])
+            current = await self._store.membership()
+            name = next((n for n in current.names if server_id(n) == server_id(hostname)), hostname)
+            membership = await self._manager.set_weight(name, int(args["weight"]))
+            return AdminReply(200, message_body(self._weights_body(membership)))
+        raise RequestError(f"unknown change {op!r}")
+
+    async def _change(self, op: str, args: dict[str, Any]) -> web.Response:
+        """Apply here (leader) or hand over to the leader (follower)."""
         if self._leadership.is_leader:
-            reply = await self.apply_change(op, n, hostnames)
+            reply = await self.apply(op, args)
         else:
             try:
-                reply = await self._relay.forward(op, n, hostnames)
+                reply = await self._relay.forward(op, args)
             except NotLeaderError as exc:
                 reply = AdminReply(503, error_body(str(exc)))
             except StoreUnavailable as exc:
                 reply = AdminReply(503, error_body(_store_down(exc)))
         return _reply(reply.status, reply.body)
+
+    def _settings_body(self, membership: Membership) -> dict[str, Any]:
+        settings = membership.settings or self._view.current.settings
+        return {"epoch": membership.epoch, "settings": public_settings(settings)}
+
+    @staticmethod
+    def _weights_body(membership: Membership) -> dict[str, Any]:
+        weights = {r.name: r.weight for r in membership.replicas}
+        return {"epoch": membership.epoch, "weights": weights}
 
     async def _membership(self) -> Membership:
         """The store's membership, or the ring this instance routes on when it is unreachable."""
@@ -209,11 +267,36 @@ class AdminApi:
             "epoch": snapshot.epoch,
             "fingerprint": snapshot.fingerprint(),
             "target": snapshot.membership.target,
-            "algorithm": self._algorithm,
+            "algorithm": snapshot.settings.algorithm,
+            "settings": public_settings(snapshot.settings),
+            "shared_settings": snapshot.membership.settings is not None,
             "replicas": replicas,
             "instances": [instances[i] for i in sorted(instances)],
         }
         return web.json_response(body)
+
+
+MAX_WEIGHT = 1000
+
+
+def public_settings(settings: RingSettings) -> dict[str, Any]:
+    """Routing settings as operators see them: a keyed hash's seed is a secret and is hidden
+    (xxh3's seed is a fixed, public constant by default)."""
+    shown = dataclasses.asdict(settings)
+    if settings.hash_name in ("siphash", "blake2b"):
+        shown["hash_seed"] = "(secret)"
+    return shown
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        data: Any = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError("Request body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise RequestError("Request body must be a JSON object")
+    return data
 
 
 def _store_down(exc: StoreUnavailable) -> str:

@@ -42,6 +42,7 @@ from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView, Snapshot
 from balancer.metrics import TrafficCollector, metrics_handler
+from balancer.routing_api import RoutingApi
 from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
 from balancer.store import Store
@@ -118,7 +119,6 @@ class BalancerService:
             self.store,
             self.view,
             self.runtime,
-            s.algorithm,
             self.stats,
             leadership=self.leadership,
             relay=self.relay,
@@ -193,6 +193,7 @@ class BalancerService:
             max_replicas=s.max_replicas,
             alive_ttl_s=alive_ttl_s,
             leadership=self.leadership,
+            ring_settings=s.ring,
         )
 
     def _duties(
@@ -215,7 +216,7 @@ class BalancerService:
             supervisor,
             monitor,
             self.relay,
-            admin.apply_change,
+            admin.apply,
             replicas=s.replicas,
             known=lambda: self.view.current.membership,
         )
@@ -223,6 +224,7 @@ class BalancerService:
     async def _serve_admin(self, admin: AdminApi) -> str:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_routes(admin.routes())
+        app.router.add_routes(RoutingApi(self.view).routes())
         app.router.add_get("/metrics", metrics_handler(self.registry))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from balancer.errors import ConfigError
 from balancer.hashing import Algorithm, HashName, Probing, RingSettings
-from balancer.hashing.hashes import DEFAULT_SEED
+from balancer.hashing.hashes import DEFAULT_SEED, SEED_BITS
 
 RuntimeName = Literal["process", "docker"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -32,14 +32,22 @@ _HELP: dict[str, str] = {
     "port": "port the balancer listens on",
     "replicas": "N, replicas started at boot and kept through failures",
     "max_replicas": "upper bound on replicas; /add beyond it is refused",
-    "algorithm": "key → replica algorithm: ring (default), maglev, rendezvous, or assignment "
-    "(the literal scheme)",
-    "hash_name": "64-bit hash for the ring: xxh3 or blake2b (keyed)",
-    "hash_seed": "fixed seed of the hash; all instances must agree",
+    "algorithm": "key → replica algorithm: slots (default: balanced hash slots), ring (ketama), "
+    "maglev, rendezvous, or assignment (the literal scheme); the first instance to boot stores "
+    "it in the shared state, and PUT /lb/settings changes it on every instance",
+    "hash_name": "64-bit hash for the ring: xxh3, blake2b (keyed) or siphash (SipHash-2-4, "
+    "keyed: resists hash flooding when --hash-seed is a random secret)",
+    "hash_seed": "fixed seed of the hash, decimal or 0x hex; all instances must agree; below "
+    "2**64, or 2**128 for siphash (its key: pass a secret through LB_HASH_SEED or the file, "
+    "not the command line, which other local users can read)",
     "points_per_weight": "ring points per weight unit (algorithm=ring)",
     "slots": "M, slots of the assignment scheme",
     "vnodes": "K, virtual servers per replica in the assignment scheme (default log2 M)",
     "probing": "assignment scheme slot conflicts: linear or quadratic",
+    "balance_factor": "bounded loads: 0 = off (default), else c >= 1 (HAProxy's "
+    "hash-balance-factor / 100, e.g. 1.25): a replica with ceil(c × (requests in flight + 1) "
+    "/ replicas) in flight passes new requests to the key's next replica; counted per "
+    "process",
     "key_source": "comma list tried in order: query:<name>, header:<name>, cookie:<name>, ip, "
     "path; no match → a random 6-digit id",
     "heartbeat_interval_s": "seconds between /heartbeat probes of each replica",
@@ -80,13 +88,14 @@ class Settings:
     port: int = 5555
     replicas: int = 3
     max_replicas: int = 64
-    algorithm: Algorithm = "ring"
+    algorithm: Algorithm = "slots"
     hash_name: HashName = "xxh3"
-    hash_seed: int = DEFAULT_SEED
+    hash_seed: int = dataclasses.field(default=DEFAULT_SEED, repr=False)  # may be a secret
     points_per_weight: int = 160
     slots: int = 512
     vnodes: int | None = None
     probing: Probing = "linear"
+    balance_factor: float = 0.0
     key_source: str = "query:id,header:x-request-id"
     heartbeat_interval_s: float = 0.5
     heartbeat_timeout_s: float = 0.5
@@ -123,7 +132,12 @@ class Settings:
             (0 <= self.port < 65536, "port must be in 0..65535"),
             (0 <= self.replicas <= self.max_replicas, "replicas must be in 0..max_replicas"),
             (self.vnodes is None or self.vnodes >= 1, "vnodes must be at least 1"),
-            (0 <= self.hash_seed < 2**64, "hash_seed must be in [0, 2**64)"),
+            self._seed_check(),
+            (
+                self.balance_factor == 0.0 or 1.0 <= self.balance_factor < 100.0,
+                "balance_factor must be 0 (off) or a factor in [1, 100): 1.25, not HAProxy's "
+                "percentage 125",
+            ),
             (self.retries >= 0, "retries must be at least 0"),
             (0.0 <= self.access_log_sample <= 1.0, "access_log_sample must be in [0, 1]"),
         ]
@@ -134,6 +148,14 @@ class Settings:
             host, _, port = backend.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"backend {backend!r} is not host:port")
+
+    def _seed_check(self) -> tuple[bool, str]:
+        # The message never shows the seed: with siphash it is a secret key.
+        bits = SEED_BITS.get(self.hash_name, 64)
+        return (
+            0 <= self.hash_seed < 1 << bits,
+            f"hash_seed must be in [0, 2**{bits}) for hash_name {self.hash_name}",
+        )
 
     @property
     def backend_list(self) -> list[str]:
@@ -151,6 +173,7 @@ class Settings:
             slots=self.slots,
             vnodes=vnodes,
             probing=self.probing,
+            balance_factor=self.balance_factor,
         )
 
 
@@ -166,6 +189,7 @@ _SECONDS = (
     "redis_timeout_s",
     "docker_timeout_s",
 )
+_SECRETS = frozenset({"hash_seed"})  # never echoed in errors, not in repr(Settings)
 _HINTS = typing.get_type_hints(Settings)
 _FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
@@ -229,9 +253,12 @@ def _coerce(name: str, raw: object) -> object:
     try:
         if hint is int:
             text = str(raw).strip()
-            return int(text, 0) if text[:2].lower() in ("0x", "0o", "0b") else int(text)
+            prefixed = text.lstrip("+-")[:2].lower() in ("0x", "0o", "0b")
+            return int(text, 0) if prefixed else int(text)
         if hint is float:
             return float(str(raw))
     except ValueError as exc:
+        if name in _SECRETS:  # neither the message nor the chained error may show it
+            raise ConfigError(f"{name} must be a {hint.__name__}") from None
         raise ConfigError(f"{name} must be a {hint.__name__}; got {raw!r}") from exc
     return str(raw)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from balancer.errors import NotLeaderError
 
@@ -80,13 +80,16 @@ class AdminReply:
     body: bytes
 
 
-ChangeHandler = Callable[[str, int, list[str]], Awaitable[AdminReply]]  # (op, n, hostnames)
+# (op, arguments) → the answer; ops and their JSON arguments are the admin API's
+# (``balancer.admin.AdminApi.apply``), e.g. ("add", {"n": 2, "hostnames": []}).
+ChangeHandler = Callable[[str, dict[str, Any]], Awaitable[AdminReply]]
 
 
 class AdminRelay(Protocol):
-    """Carries ``/add`` and ``/rm`` from the instance that received them to the leader."""
+    """Carries changes (``/add``, ``/rm``, settings, weights) from the instance that received
+    them to the leader."""
 
-    async def forward(self, op: str, n: int, hostnames: list[str]) -> AdminReply:
+    async def forward(self, op: str, args: dict[str, Any]) -> AdminReply:
         """Hand a change to the leader and wait for its answer.
 
         Raises:
@@ -103,7 +106,7 @@ class AdminRelay(Protocol):
 class NoRelay:
     """A single instance is always the leader: nothing is ever handed over."""
 
-    async def forward(self, op: str, n: int, hostnames: list[str]) -> AdminReply:
+    async def forward(self, op: str, args: dict[str, Any]) -> AdminReply:
         raise NotLeaderError("this instance is not the leader and has no way to reach one")
 
     async def serve(self, handle: ChangeHandler) -> None:

@@ -13,6 +13,7 @@ Must not import: aiohttp (the session arrives as a ready-made probe function), r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -25,13 +26,15 @@ from balancer.errors import (
     RuntimeFailure,
     StoreUnavailable,
 )
+from balancer.hashing import RingSettings, next_state
 from balancer.names import generate_name, server_id
 from balancer.runtime import ReplicaHandle, ReplicaRuntime
 from balancer.store import Membership, Replica, Store
 
 log = logging.getLogger(__name__)
 
-Change = Callable[[Membership], tuple[list["Replica"], int | None]]  # → (members, target N)
+# The next membership, given the latest (its epoch and ring state are filled in by the commit).
+Change = Callable[[Membership], Membership]
 WaitReady = Callable[[str], Awaitable[None]]  # address → returns once it passed a heartbeat
 OnChange = Callable[[], Awaitable[object]]
 
@@ -53,7 +56,10 @@ class ReplicaManager:
         alive_ttl_s: float,
         leadership: Leadership | None = None,
         rng: random.Random | None = None,
+        ring_settings: RingSettings | None = None,
     ) -> None:
+        """``ring_settings`` are pinned into the shared state by the first commit; after that
+        the stored settings rule (``set_settings`` changes them)."""
         self._store = store
         self._runtime = runtime
         self._wait_ready = wait_ready
@@ -62,6 +68,7 @@ class ReplicaManager:
         self._alive_ttl_s = alive_ttl_s
         self._leadership = leadership or SoloLeadership()
         self._rng = rng or random.Random()
+        self._ring_settings = ring_settings or RingSettings()
         self._lock = asyncio.Lock()
         self._spawn_slots = asyncio.Semaphore(_SPAWN_CONCURRENCY)
 
@@ -86,7 +93,9 @@ class ReplicaManager:
             handles = await self._spawn_ready(names)
             try:
                 return await self._commit(
-                    lambda m: (self._with_added(m, handles), _grown(m, n if grow else 0))
+                    lambda m: _with(
+                        m, self._with_added(m, handles), target=_grown(m, n if grow else 0)
+                    )
                 )
             except BaseException:
                 await self._stop_all(h.name for h in handles)
@@ -112,7 +121,7 @@ class ReplicaManager:
             others = [name for name in current.names if name not in hostnames]
             victims = list(hostnames) + self._rng.sample(others, n - len(hostnames))
             result = await self._commit(
-                lambda m: (self._without(m, victims), _grown(m, -len(victims)))
+                lambda m: _with(m, self._without(m, victims), target=_grown(m, -len(victims)))
             )
             await self._stop_all(victims)
             return result
@@ -128,7 +137,7 @@ class ReplicaManager:
             self._require_leader()
             if (await self._store.membership()).get(name) is None:
                 return False
-            await self._commit(lambda m: (self._without(m, [name]), m.target))
+            await self._commit(lambda m: _with(m, self._without(m, [name])))
             await self._stop_all([name], force=True)
             return True
 
@@ -136,7 +145,33 @@ class ReplicaManager:
         """Set N without starting anything (the leader's reconciliation starts what is owed)."""
         async with self._lock:
             self._require_leader()
-            return await self._commit(lambda m: (list(m.replicas), n))
+            return await self._commit(lambda m: dataclasses.replace(m, target=n))
+
+    async def set_settings(self, settings: RingSettings) -> Membership:
+        """Route with ``settings`` from now on, on every instance (one commit)."""
+        async with self._lock:
+            self._require_leader()
+            return await self._commit(lambda m: dataclasses.replace(m, settings=settings))
+
+    async def set_weight(self, name: str, weight: int) -> Membership:
+        """Give a member ``weight`` shares of the keys (0 drains it: no keys, still running).
+
+        Raises:
+            RequestError: ``name`` is not a member.
+        """
+        async with self._lock:
+            self._require_leader()
+            if (await self._store.membership()).get(name) is None:
+                raise RequestError(f"Unknown replica hostname: {name}")
+            return await self._commit(
+                lambda m: _with(
+                    m,
+                    [
+                        dataclasses.replace(r, weight=weight) if r.name == name else r
+                        for r in m.replicas
+                    ],
+                )
+            )
 
     async def adopt(self) -> tuple[int, int]:
         """Take charge of the replicas earlier leaders started (called when a term begins).
@@ -194,7 +229,7 @@ class ReplicaManager:
             self._require_leader()
             if (await self._store.membership()).epoch >= known.epoch:
                 return False
-            restored = Membership(known.epoch + 1, known.replicas, known.target)
+            restored = dataclasses.replace(known, epoch=known.epoch + 1)
             if not await self._store.restore(restored, fence_token=self._leadership.token):
                 return False
             for handle in await self._runtime.list():
@@ -207,7 +242,8 @@ class ReplicaManager:
         """Empty the ring and stop every replica (the last instance shutting down)."""
         async with self._lock:
             self._require_leader()
-            await self._commit(lambda m: ([], None))  # None: the next start boots N afresh
+            # An empty document: the next start boots N afresh with its own settings.
+            await self._commit(lambda m: Membership())
             names = {h.name for h in await self._store.handles()}
             names.update(h.name for h in await self._runtime.list())
             await self._stop_all(names)
@@ -273,12 +309,19 @@ class ReplicaManager:
         for _ in range(_COMMIT_ATTEMPTS):
             self._require_leader()
             current = await self._store.membership()
-            replicas, target = change(current)
+            new = change(current)
+            settings = new.settings
+            if settings is None and new.replicas:
+                settings = current.settings or self._ring_settings
             committed = await self._store.commit(
-                replicas,
+                new.replicas,
                 expected_epoch=current.epoch,
                 fence_token=self._leadership.token,
-                target=target,
+                target=new.target,
+                settings=settings,
+                ring_state=""
+                if settings is None
+                else next_state(current.members(), current.ring_state, new.members(), settings),
             )
             if committed is not None:
                 log.info("membership epoch %d: %s", committed.epoch, ", ".join(committed.names))
@@ -308,3 +351,14 @@ def _grown(current: Membership, delta: int) -> int:
     """The target N after adding (``delta > 0``) or removing replicas."""
     base = len(current.replicas) if current.target is None else current.target
     return max(0, base + delta)
+
+
+def _with(
+    current: Membership, replicas: Iterable[Replica], *, target: int | None = None
+) -> Membership:
+    """``current`` with other replicas (and a new target N when given)."""
+    return dataclasses.replace(
+        current,
+        replicas=tuple(replicas),
+        target=current.target if target is None else target,
+    )

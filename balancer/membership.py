@@ -31,11 +31,13 @@ _FINGERPRINT_KEYS = [f"fingerprint-{i}" for i in range(256)]
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What routing needs at one epoch: the ring and where each member listens."""
+    """What routing needs at one epoch: the ring, the settings it was built with (the shared
+    ones once stored, else this instance's) and where each member listens."""
 
     membership: Membership
     ring: Ring
     addresses: dict[str, str] = field(hash=False)
+    settings: RingSettings = field(default_factory=RingSettings)
 
     @property
     def epoch(self) -> int:
@@ -46,7 +48,9 @@ class Snapshot:
         if not self.ring.members:
             return "empty"
         owners = "|".join(self.ring.lookup(k) for k in _FINGERPRINT_KEYS)
-        return xxhash.xxh3_64_hexdigest(f"{','.join(self.ring.members)}/{owners}".encode())
+        state = self.membership.ring_state  # the whole slot table, where the algorithm has one
+        text = f"{','.join(self.ring.members)}/{owners}/{state}"
+        return xxhash.xxh3_64_hexdigest(text.encode())
 
     def fingerprint(self) -> str:
         """A short digest of the built ring's answers, equal on instances that agree."""
@@ -54,9 +58,11 @@ class Snapshot:
 
 
 def build_snapshot(membership: Membership, settings: RingSettings) -> Snapshot:
-    ring = build_ring((r.member() for r in membership.replicas), settings)
+    """The snapshot of ``membership``; ``settings`` apply only while it stores none."""
+    effective = membership.settings or settings
+    ring = build_ring(membership.members(), effective, membership.ring_state)
     addresses = {r.name: r.address for r in membership.replicas}
-    return Snapshot(membership, ring, addresses)
+    return Snapshot(membership, ring, addresses, effective)
 
 
 class RingView:

@@ -70,6 +70,11 @@ class TrafficCollector(Collector):
         retries = CounterMetricFamily(
             "lb_upstream_retries", "Requests retried away from a replica", labels=["replica"]
         )
+        spills = CounterMetricFamily(
+            "lb_bounded_load_spills",
+            "Requests sent away from the replica owning their key because it was at its load cap",
+            labels=["replica"],
+        )
         in_flight = GaugeMetricFamily(
             "lb_upstream_in_flight", "Requests in flight per replica", labels=["replica"]
         )
@@ -88,13 +93,14 @@ class TrafficCollector(Collector):
             for kind, count in st["errors"].items():
                 errors.add_metric([name, kind], count)
             retries.add_metric([name], st["retries"])
+            spills.add_metric([name], st["spills"])
             in_flight.add_metric([name], st["in_flight"])
             cumulative, buckets = 0, []
             for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), st["buckets"], strict=True):
                 cumulative += count
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             latency.add_metric([name], buckets, st["latency_sum_s"])
-        yield from (responses, errors, retries, in_flight, latency)
+        yield from (responses, errors, retries, spills, in_flight, latency)
 
 
 def metrics_handler(

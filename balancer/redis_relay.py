@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import uuid
+from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -46,9 +47,9 @@ class RedisRelay:
         self._queue = keys.admin_queue(prefix)
         self._prefix = prefix
 
-    async def forward(self, op: str, n: int, hostnames: list[str]) -> AdminReply:
+    async def forward(self, op: str, args: dict[str, Any]) -> AdminReply:
         request_id = uuid.uuid4().hex
-        request = json.dumps({"id": request_id, "op": op, "n": n, "hostnames": hostnames})
+        request = json.dumps({"id": request_id, "op": op, "args": args})
         async with unavailable():
             await self._redis.rpush(self._queue, request)
             reply = await self._reply(request_id, self._pickup_s)
@@ -86,7 +87,10 @@ class RedisRelay:
     async def _answer(self, handle: ChangeHandler, raw: bytes | str) -> None:
         try:
             request = json.loads(raw)
-            reply = await handle(request["op"], int(request["n"]), list(request["hostnames"]))
+            args = request["args"]
+            if not isinstance(args, dict):
+                raise TypeError("args is not an object")
+            reply = await handle(str(request["op"]), args)
             doc = json.dumps({"status": reply.status, "body": reply.body.decode("latin-1")})
             key = keys.admin_reply(request["id"], self._prefix)
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from balancer import keys
 from balancer.errors import StaleLeaderError, StoreUnavailable
+from balancer.hashing import RingSettings
 from balancer.runtime import ReplicaHandle
 from balancer.store import Membership, Replica, membership_from_json, membership_json
 
@@ -90,11 +91,13 @@ class RedisStore:
         expected_epoch: int,
         fence_token: int | None = None,
         target: int | None = None,
+        settings: RingSettings | None = None,
+        ring_state: str = "",
     ) -> Membership | None:
         names = [r.name for r in replicas]
         if len(set(names)) != len(names):
             raise ValueError("duplicate replica names in a membership commit")
-        new = Membership(expected_epoch + 1, tuple(replicas), target)
+        new = Membership(expected_epoch + 1, tuple(replicas), target, settings, ring_state)
         doc = json.dumps(membership_json(new))
         async with unavailable():
             result = int(

@@ -37,11 +37,13 @@ class ReplicaStats:
     __slots__ = (
         "buckets",
         "by_class",
+        "connecting",
         "errors",
         "in_flight",
         "latency_sum_s",
         "requests",
         "retries",
+        "spills",
     )
 
     def __init__(self) -> None:
@@ -49,7 +51,9 @@ class ReplicaStats:
         self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 unused)
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.retries = 0
-        self.in_flight = 0
+        self.in_flight = 0  # requests sent on a connection, response not complete
+        self.connecting = 0  # requests waiting for a new connection to this replica
+        self.spills = 0  # requests this replica owned that bounded loads sent elsewhere
         self.latency_sum_s = 0.0
         self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
 
@@ -68,6 +72,9 @@ class TrafficStats:
         self.client_connections = 0
         self.client_errors: dict[str, int] = {}  # 400, 431, 408, … answered by the balancer
         self.no_replica = 0  # 503: empty ring
+        # Σ in_flight + connecting over every ReplicaStats of this process, the admin route's
+        # too: the total of the bounded-load cap, kept as a counter so no request has to sum.
+        self.load = 0
         self.remote: dict[str, dict[str, Any]] = {}  # worker id → its latest snapshot
 
     def replica(self, name: str) -> ReplicaStats:
@@ -83,7 +90,8 @@ class TrafficStats:
     def retain(self, names: set[str]) -> None:
         """Forget replicas that left the ring (their metric label sets disappear)."""
         for name in list(self.replicas):
-            if name not in names and self.replicas[name].in_flight == 0:
+            st = self.replicas[name]
+            if name not in names and st.in_flight == 0 and st.connecting == 0:
                 del self.replicas[name]
 
 
@@ -106,7 +114,7 @@ def merged(stats: TrafficStats) -> dict[str, Any]:
             total["client_errors"][code] = total["client_errors"].get(code, 0) + count
         for name, theirs in snap["replicas"].items():
             mine = total["replicas"].setdefault(name, _zero())
-            for key in ("requests", "retries", "in_flight", "latency_sum_s"):
+            for key in ("requests", "retries", "spills", "in_flight", "latency_sum_s"):
                 mine[key] += theirs[key]
             mine["by_class"] = [
                 a + b for a, b in zip(mine["by_class"], theirs["by_class"], strict=True)
@@ -128,6 +136,7 @@ def stats_snapshot_of(st: ReplicaStats) -> dict[str, Any]:
         "by_class": list(st.by_class),
         "errors": dict(st.errors),
         "retries": st.retries,
+        "spills": st.spills,
         "in_flight": st.in_flight,
         "latency_sum_s": st.latency_sum_s,
         "buckets": list(st.buckets),

@@ -17,12 +17,15 @@ Must not import: redis, aiohttp, docker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from balancer.hashing import Member
+from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS, Member, RingSettings
+from balancer.hashing.hashes import SEED_BITS
 from balancer.runtime import ReplicaHandle
 
 Clock = Callable[[], float]
@@ -45,15 +48,24 @@ class Replica:
 
 @dataclass(frozen=True)
 class Membership:
-    """The replicas in join order, at one epoch, and N: how many the leader keeps running.
+    """The replicas in join order, at one epoch, N (how many the leader keeps running) and how
+    every instance routes.
 
     ``target`` is None until the first leader boots the initial replicas; ``/add`` and ``/rm``
     move it, a failure does not (the leader replaces the failed replica to get back to it).
+    ``settings`` are the routing settings every instance uses (None until the first commit
+    pins the leader's own); ``ring_state`` is the algorithm's state for exactly these replicas
+    (``balancer.hashing.next_state``; empty for stateless algorithms).
     """
 
     epoch: int = 0
     replicas: tuple[Replica, ...] = ()
     target: int | None = None
+    settings: RingSettings | None = None
+    ring_state: str = dataclasses.field(default="", repr=False)
+
+    def members(self) -> list[Member]:
+        return [r.member() for r in self.replicas]
 
     @property
     def names(self) -> list[str]:
@@ -90,8 +102,11 @@ class Store(MembershipSource, Protocol):
         expected_epoch: int,
         fence_token: int | None = None,
         target: int | None = None,
+        settings: RingSettings | None = None,
+        ring_state: str = "",
     ) -> Membership | None:
-        """Replace the member list and target N if the epoch is still ``expected_epoch``.
+        """Replace the member list, target N, routing settings and ring state if the epoch is
+        still ``expected_epoch``.
 
         Args:
             fence_token: the writing leader's fencing token; a store shared by several
@@ -176,13 +191,17 @@ class InMemoryStore:
         expected_epoch: int,
         fence_token: int | None = None,
         target: int | None = None,
+        settings: RingSettings | None = None,
+        ring_state: str = "",
     ) -> Membership | None:
         if self._membership.epoch != expected_epoch:
             return None
         names = [r.name for r in replicas]
         if len(set(names)) != len(names):
             raise ValueError("duplicate replica names in a membership commit")
-        self._membership = Membership(expected_epoch + 1, tuple(replicas), target)
+        self._membership = Membership(
+            expected_epoch + 1, tuple(replicas), target, settings, ring_state
+        )
         async with self._changed:
             self._changed.notify_all()
         return self._membership
@@ -234,9 +253,13 @@ class InMemoryStore:
 
 
 def membership_json(membership: Membership) -> dict[str, Any]:
+    """The stored (and relayed to worker processes) form of a membership document."""
+    settings = membership.settings
     return {
         "epoch": membership.epoch,
         "target": membership.target,
+        "settings": None if settings is None else dataclasses.asdict(settings),
+        "ring_state": membership.ring_state,
         "replicas": [
             {
                 "name": r.name,
@@ -264,4 +287,57 @@ def membership_from_json(data: dict[str, Any]) -> Membership:
         for r in data["replicas"]
     )
     target = data.get("target")
-    return Membership(int(data["epoch"]), replicas, None if target is None else int(target))
+    settings = data.get("settings")
+    return Membership(
+        int(data["epoch"]),
+        replicas,
+        None if target is None else int(target),
+        None if settings is None else settings_from_json(settings, RingSettings()),
+        str(data.get("ring_state", "")),
+    )
+
+
+_INT_LIMITS = {"points_per_weight": (1, 10_000), "slots": (1, 1 << 20), "vnodes": (1, 1 << 20)}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "algorithm": ALGORITHMS,
+    "hash_name": HASH_NAMES,
+    "probing": PROBINGS,
+}
+
+
+def settings_from_json(data: object, base: RingSettings) -> RingSettings:
+    """``base`` with the fields ``data`` (a JSON object) sets, each checked.
+
+    Raises:
+        ValueError: with a message fit for a client: not an object, an unknown field, or a
+            value of the wrong type or out of range.
+    """
+    if not isinstance(data, dict):
+        raise ValueError("settings must be a JSON object")
+    known = {f.name for f in dataclasses.fields(RingSettings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    for name, choices in _CHOICES.items():
+        if name in data and data[name] not in choices:
+            raise ValueError(f"'{name}' must be one of: {', '.join(choices)}")
+    for name, (low, high) in _INT_LIMITS.items():
+        value = data.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"'{name}' must be an integer in {low}..{high}")
+    merged = dataclasses.replace(base, **data)
+    seed = merged.hash_seed
+    bits = SEED_BITS[merged.hash_name]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**bits:
+        raise ValueError(f"'hash_seed' must be an integer in [0, 2**{bits}) for {merged.hash_name}")
+    factor = merged.balance_factor
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, int | float)
+        or not math.isfinite(factor)
+        or not (factor == 0 or 1 <= factor < 100)
+    ):
+        raise ValueError("'balance_factor' must be 0 (off) or a factor in [1, 100), e.g. 1.25")
+    return dataclasses.replace(merged, balance_factor=float(factor))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 CONTENT_TYPE = "application/json"
 
@@ -18,6 +19,11 @@ RM_TOO_MANY_NAMES = "Length of hostname list is more than removable instances"
 def replicas_body(names: Sequence[str]) -> bytes:
     """``/rep``, ``/add`` and ``/rm`` success: N and the replica names."""
     message = {"N": len(names), "replicas": list(names)}
+    return json.dumps({"message": message, "status": "successful"}).encode()
+
+
+def message_body(message: Any) -> bytes:
+    """A success body of the operator endpoints: ``{"message": …, "status": "successful"}``."""
     return json.dumps({"message": message, "status": "successful"}).encode()
 
 

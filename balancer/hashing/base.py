@@ -9,13 +9,13 @@ Must not import: asyncio, aiohttp, redis, docker, prometheus_client, or modules 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from balancer.hashing.hashes import DEFAULT_SEED, HashName
 
-Algorithm = Literal["ring", "assignment", "maglev", "rendezvous"]
-ALGORITHMS: tuple[Algorithm, ...] = ("ring", "assignment", "maglev", "rendezvous")
+Algorithm = Literal["slots", "ring", "assignment", "maglev", "rendezvous"]
+ALGORITHMS: tuple[Algorithm, ...] = ("slots", "ring", "assignment", "maglev", "rendezvous")
 Probing = Literal["linear", "quadratic"]
 PROBINGS: tuple[Probing, ...] = ("linear", "quadratic")
 
@@ -42,13 +42,17 @@ class Member:
 class RingSettings:
     """Everything besides the member set that decides where a key goes."""
 
-    algorithm: Algorithm = "ring"
+    algorithm: Algorithm = "slots"
     hash_name: HashName = "xxh3"
-    hash_seed: int = DEFAULT_SEED
+    hash_seed: int = field(default=DEFAULT_SEED, repr=False)  # may be a secret (siphash key)
     points_per_weight: int = 160
     slots: int = 512
     vnodes: int = 9
     probing: Probing = "linear"
+    # Bounded loads (``balancer.hashing.bounded``): 0 = off, else c >= 1, a request leaves its
+    # owner for the next candidate while the owner has ceil(c × (in flight + 1) / members) in
+    # flight. Decides per request, not per ring: no ring is built differently for it.
+    balance_factor: float = 0.0
 
 
 def checked_members(members: Iterable[Member]) -> list[Member]:

@@ -23,7 +23,7 @@ DEFAULT_TABLE_SIZE = 65_537  # prime, as the permutations need
 class MaglevRing:
     """An immutable Maglev lookup table (see the module docstring)."""
 
-    __slots__ = ("_hash", "_members", "_size", "_table")
+    __slots__ = ("_hash", "_members", "_size", "table")
 
     def __init__(
         self, members: Iterable[Member], hash_fn: HashFn, table_size: int = DEFAULT_TABLE_SIZE
@@ -32,20 +32,20 @@ class MaglevRing:
         self._hash = hash_fn
         self._size = table_size
         self._members = tuple(m.name for m in live)
-        self._table: list[str] = _populate(live, hash_fn, table_size) if live else []
+        self.table: list[str] = _populate(live, hash_fn, table_size) if live else []
 
     @property
     def members(self) -> tuple[str, ...]:
         return self._members
 
     def lookup(self, key: str) -> str:
-        if not self._table:
+        if not self.table:
             raise NoReplicasError("the ring is empty")
-        return self._table[self._hash(key.encode()) % self._size]
+        return self.table[self._hash(key.encode()) % self._size]
 
     def candidates(self, key: str, count: int) -> list[str]:
         """The owner, then the next distinct owners walking the table from the key's slot."""
-        if not self._table:
+        if not self.table:
             raise NoReplicasError("the ring is empty")
         want = min(count, len(self._members))
         found: list[str] = []
@@ -53,7 +53,7 @@ class MaglevRing:
         for step in range(self._size):
             if len(found) >= want:
                 break
-            name = self._table[(start + step) % self._size]
+            name = self.table[(start + step) % self._size]
             if name not in found:
                 found.append(name)
         return found

@@ -1,4 +1,4 @@
-"""The default algorithm: a consistent-hash ring with a fixed number of points per weight unit.
+"""The ketama-style ring: a consistent-hash ring with a fixed number of points per weight unit.
 
 Owns: ``HashRing``. Each member gets ``points_per_weight * weight`` points at
 ``hash(b"<name>#<n>")``; a key goes to the first point clockwise of ``hash(key)``. The point count
@@ -20,7 +20,7 @@ from balancer.hashing.hashes import HashFn
 class HashRing:
     """An immutable ketama-style ring (see the module docstring)."""
 
-    __slots__ = ("_hash", "_members", "_owners", "_points")
+    __slots__ = ("_hash", "_members", "owners", "points")
 
     def __init__(self, members: Iterable[Member], hash_fn: HashFn, points_per_weight: int) -> None:
         """Build the ring.
@@ -43,8 +43,8 @@ class HashRing:
         # Sorting by (hash, name) is the deterministic tie-break for two points on one hash.
         points.sort()
         self._hash = hash_fn
-        self._points = [p for p, _ in points]
-        self._owners = [name for _, name in points]
+        self.points = [p for p, _ in points]
+        self.owners = [name for _, name in points]
         self._members = tuple(sorted(m.name for m in unique if m.weight > 0))
 
     @property
@@ -52,14 +52,14 @@ class HashRing:
         return self._members
 
     def lookup(self, key: str) -> str:
-        points = self._points
+        points = self.points
         if not points:
             raise NoReplicasError("the ring is empty")
         i = bisect_left(points, self._hash(key.encode()))
-        return self._owners[i if i < len(points) else 0]
+        return self.owners[i if i < len(points) else 0]
 
     def candidates(self, key: str, count: int) -> list[str]:
-        points = self._points
+        points = self.points
         if not points:
             raise NoReplicasError("the ring is empty")
         want = min(count, len(self._members))
@@ -67,7 +67,7 @@ class HashRing:
             return []
         start = bisect_left(points, self._hash(key.encode()))
         found: list[str] = []
-        owners = self._owners
+        owners = self.owners
         size = len(owners)
         for step in range(size):
             name = owners[(start + step) % size]

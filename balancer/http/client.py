@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics")
+# Paths only worker processes use, over the primary's admin socket: never served on the public
+# port (the membership document carries the routing settings, a keyed hash's secret seed too).
+WORKER_ONLY = (b"/lb/worker-stats", b"/lb/membership")
 ADMIN_ROUTES = frozenset(
     {
         (b"/rep", b"GET"),
@@ -245,12 +248,7 @@ class ClientConn(asyncio.Protocol):
             if at >= 0:
                 start = at + len(name) + 3
                 captured[name] = data[start : data.find(b"\r\n", start)].strip()
-        admin = False
-        if url.startswith(ADMIN_PREFIXES):
-            path = url.split(b"?", 1)[0]
-            admin = (path, method) in ADMIN_ROUTES or (
-                path.startswith(b"/lb/") and path != b"/lb/worker-stats"
-            )
+        admin = url.startswith(ADMIN_PREFIXES) and is_admin(url, method)
         ex = Exchange(
             self,
             data[:-2] + self._xff_line + b"\r\n",
@@ -307,12 +305,7 @@ class ClientConn(asyncio.Protocol):
         method = parser.get_method()
         http10 = parser.get_http_version() == "1.0"
         head = self._build_head(method, url, headers, http10)
-        admin = False
-        if url.startswith(ADMIN_PREFIXES):
-            path = url.split(b"?", 1)[0]
-            admin = (path, method) in ADMIN_ROUTES or (
-                path.startswith(b"/lb/") and path != b"/lb/worker-stats"  # workers only
-            )
+        admin = url.startswith(ADMIN_PREFIXES) and is_admin(url, method)
         ex = Exchange(
             self,
             head,
@@ -444,3 +437,10 @@ class ClientConn(asyncio.Protocol):
             self._protocol_error(408)
         elif not self.head_started and now - self.idle_since > self.fe.client_idle_timeout_s:
             self.transport.close()
+
+
+def is_admin(url: bytes, method: bytes) -> bool:
+    """Whether a request for ``url`` (which starts with an admin prefix) goes to the admin app
+    rather than to the replicas."""
+    path = url.split(b"?", 1)[0]
+    return (path, method) in ADMIN_ROUTES or (path.startswith(b"/lb/") and path not in WORKER_ONLY)

@@ -5,7 +5,10 @@ written to the upstream as they arrive (kept for a replay while they total at mo
 ``replay_limit``); response bytes go to the client as they arrive, framed by the upstream
 connection's ``ResponseFramer``. A replica that refuses the connection, or a reused keep-alive
 connection that closes before any response byte, is retried: a fresh connection to the same
-replica for a stale pooled connection, otherwise the key's next replica on the ring.
+replica for a stale pooled connection, otherwise the key's next replica on the ring. With a
+balance factor (bounded loads), a request whose owner is at its load cap goes to the key's first
+candidate below the cap instead; a replica's load is its requests in flight plus those waiting
+for a new connection to it, counted per replica and in total in ``TrafficStats``.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -15,7 +18,8 @@ import asyncio
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from balancer.hashing import NoReplicasError
+from balancer.hashing import NoReplicasError, Ring
+from balancer.hashing.bounded import choose_bounded, load_cap
 from balancer.http.framing import DONE, HEAD, UNTIL_CLOSE, FramingError
 from balancer.http.upstream import UpstreamConn
 from balancer.stats import ReplicaStats
@@ -111,7 +115,9 @@ class Exchange:
             fe.stats.no_replica += 1
             self.respond_error(503, "No replicas available")
             return
-        # The common case, inlined: the owner, over a pooled connection.
+        if fe.balance_factor:
+            name = self._bounded(snapshot.ring, name)
+        # The common case, inlined: the chosen replica, over a pooled connection.
         self.name = name
         self.stats = fe.stats.replicas.get(name) or fe.stats.replica(name)
         address = snapshot.addresses[name]
@@ -119,7 +125,34 @@ class Exchange:
         if conn is not None:
             self._attach(conn)
         else:
-            self.connecting = asyncio.get_running_loop().create_task(self._connect(address))
+            self._connect_later(address)
+
+    def _bounded(self, ring: Ring, owner: str) -> str:
+        """The owner, or the member bounded loads send the request to instead."""
+        fe = self.fe
+        stats = fe.stats
+        replicas = stats.replicas
+        members = len(ring.members)
+        # The common case first, without building the callbacks: the owner is below the cap.
+        st = replicas.get(owner)
+        if st is None or st.in_flight + st.connecting < load_cap(
+            fe.balance_factor, stats.load, members
+        ):
+            return owner
+        key = self.key
+        assert key is not None
+
+        def load(name: str) -> int:
+            of = replicas.get(name)
+            return 0 if of is None else of.in_flight + of.connecting
+
+        def candidates(count: int) -> list[str]:
+            return ring.candidates(key, count)
+
+        chosen = choose_bounded(owner, load, stats.load, members, fe.balance_factor, candidates)
+        if chosen != owner:
+            st.spills += 1
+        return chosen
 
     def _route_to(self, name: str, address: str) -> None:
         self.name = name
@@ -131,16 +164,27 @@ class Exchange:
         if conn is not None:
             self._attach(conn)
         else:
-            self.connecting = asyncio.get_running_loop().create_task(self._connect(address))
+            self._connect_later(address)
+
+    def _connect_later(self, address: str) -> None:
+        """Open a new connection to the current replica; it counts as load until it is up."""
+        self.stats.connecting += 1
+        self.fe.stats.load += 1
+        self.connecting = asyncio.get_running_loop().create_task(self._connect(address))
+
+    def _connect_done(self) -> None:
+        self.connecting = None
+        self.stats.connecting -= 1
+        self.fe.stats.load -= 1
 
     async def _connect(self, address: str) -> None:
         try:
             conn = await self.fe.pool.connect(address)
         except (OSError, TimeoutError):
-            self.connecting = None
+            self._connect_done()
             self._connect_failed()
             return
-        self.connecting = None
+        self._connect_done()
         if self.client.closed:
             conn.close()
             return
@@ -180,7 +224,9 @@ class Exchange:
         conn.user = self
         conn.framer.reset(self.no_body, self.http10)
         self.stats.in_flight += 1
-        self.started = self.fe.loop.time()
+        fe = self.fe
+        fe.stats.load += 1
+        self.started = fe.loop.time()
         transport = conn.transport
         assert transport is not None
         transport.writelines(self.parts) if len(self.parts) > 1 else transport.write(self.parts[0])
@@ -252,6 +298,7 @@ class Exchange:
         now = fe.loop.time()
         stats = self.stats
         stats.in_flight -= 1
+        fe.stats.load -= 1
         framer = conn.framer
         if framer.reusable and self.request_done and not framer.extra:
             fe.pool.give_back(conn, now)
@@ -280,6 +327,7 @@ class Exchange:
         if conn is None:
             return
         self.stats.in_flight -= 1
+        self.fe.stats.load -= 1
         if close:
             conn.user = None
             conn.close()
@@ -291,6 +339,7 @@ class Exchange:
         framer = conn.framer
         self.conn = None
         self.stats.in_flight -= 1
+        self.fe.stats.load -= 1
         if framer.phase == UNTIL_CLOSE:  # the close delimits the body: a complete response
             self.keep_alive = False
             if not self.admin:
@@ -306,9 +355,7 @@ class Exchange:
                 # A pooled connection the replica had already closed: same replica, new socket.
                 self.attempts += 1
                 self.stats.retries += 1
-                self.connecting = asyncio.get_running_loop().create_task(
-                    self._connect(conn.address)
-                )
+                self._connect_later(conn.address)
                 return
             if not self.admin and self._retry_next():
                 return
@@ -345,8 +392,8 @@ class Exchange:
     def abandon(self) -> None:
         """The client went away: stop whatever is under way."""
         if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
+            self.connecting.cancel()  # it may not have started: its own bookkeeping may not run
+            self._connect_done()
         self._detach(close=True)
 
     def _path_text(self) -> str:

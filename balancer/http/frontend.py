@@ -1,8 +1,8 @@
 """The listening side of the data path: the server socket and what connections share.
 
-Owns ``Frontend``: the ring view, upstream pool, counters, key extractor and limits every
-``ClientConn`` uses, the listening socket, and the sweeper that enforces timeouts without a
-timer per request. Admin paths (``/rep``, ``/add``, ``/rm``, ``/lb/…``, ``/metrics``) are
+Owns ``Frontend``: the ring view, upstream pool, counters, key extractor, balance factor and
+limits every ``ClientConn`` uses, the listening socket, and the sweeper that enforces timeouts
+without a timer per request. Admin paths (``/rep``, ``/add``, ``/rm``, ``/lb/…``, ``/metrics``) are
 forwarded to the aiohttp admin app over a unix socket like any upstream.
 Must not import: aiohttp, redis, docker.
 """
@@ -16,7 +16,7 @@ from balancer.accesslog import AccessLog
 from balancer.http.client import ClientConn, header_actions
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor
-from balancer.membership import RingView
+from balancer.membership import RingView, Snapshot
 from balancer.stats import TrafficStats
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,13 @@ class Frontend:
         self.access = access or AccessLog(0.0)
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConn] = set()
+        # Bounded loads' c (0 = off), tested by every request, so kept here; the ring settings
+        # in force set it, again at every ring swap (shared settings can change at runtime).
+        self.balance_factor = view.current.settings.balance_factor
+        view.listeners.append(self._ring_swapped)
+
+    def _ring_swapped(self, old: Snapshot, new: Snapshot) -> None:
+        self.balance_factor = new.settings.balance_factor
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         return await self.loop.create_server(
@@ -81,3 +88,4 @@ class Frontend:
         for conn in list(self.connections):
             conn.transport.close()
         self.pool.close()
+

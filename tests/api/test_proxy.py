@@ -154,7 +154,9 @@ async def test_replacement_retried_until_it_starts(lb: Balancer) -> None:
 async def test_status_endpoint(lb: Balancer) -> None:
     status = await (await lb.client.get("/lb/status")).json()
     assert status["epoch"] == 1
-    assert status["algorithm"] == "ring"
+    assert status["algorithm"] == "slots"
+    assert status["shared_settings"] is True  # the boot commit pinned this instance's settings
+    assert status["settings"]["algorithm"] == "slots"
     assert len(status["fingerprint"]) == 16
     assert [r["name"] for r in status["replicas"]] == ["Server 1", "Server 2", "Server 3"]
     assert all(r["alive"] for r in status["replicas"])

@@ -546,6 +546,67 @@ async def test_concurrent_adds_on_two_instances_both_land(trio: Cluster) -> None
         assert statuses[0]["target"] == expected_n
 
 
+async def test_settings_and_weights_switch_on_every_instance_together(trio: Cluster) -> None:
+    """A settings change sent to a follower is applied by the leader, and every instance then
+    routes every key alike under the new algorithm; a weight change likewise."""
+    with trio.logs_on_failure():
+        async with session() as s:
+            _, statuses = await wait_converged(s, trio.instances, 20.0, replicas=None)
+            follower = next(
+                i for i, st in zip(trio.instances, statuses, strict=True) if not st["leader"]
+            )
+            for settings in ({"algorithm": "maglev"}, {"algorithm": "slots"}):
+                started = time.monotonic()
+                code, body = await call(s, "PUT", f"{follower.url}/lb/settings", settings)
+                assert code == 200, body
+                epoch = body["message"]["epoch"]
+                while True:  # every instance at the new epoch, with one fingerprint
+                    _, statuses = await wait_converged(s, trio.instances, 10.0, replicas=None)
+                    if statuses[0]["epoch"] >= epoch or time.monotonic() - started > 10:
+                        break
+                    await asyncio.sleep(0.005)
+                algorithms = {st["algorithm"] for st in statuses}
+                print(
+                    f"\n[settings] {settings} via {follower.name}: every instance on it "
+                    f"{(time.monotonic() - started) * 1000:.0f} ms after the request"
+                )
+                assert algorithms == {settings["algorithm"]}, statuses
+                lookups = [
+                    [
+                        (await call(s, "GET", f"{i.url}/lb/lookup?key=k{n}"))[1]["message"]["owner"]
+                        for n in range(100)
+                    ]
+                    for i in trio.instances
+                ]
+                assert all(found == lookups[0] for found in lookups), "instances disagree"
+            name = statuses[0]["replicas"][0]["name"]
+            code, body = await call(
+                s, "PUT", f"{follower.url}/lb/weight", {"hostname": name, "weight": 0}
+            )
+            assert code == 200, body
+            started = time.monotonic()
+            while True:
+                _, statuses = await wait_converged(s, trio.instances, 10.0, replicas=None)
+                if statuses[0]["epoch"] >= body["message"]["epoch"]:
+                    break
+                assert time.monotonic() - started < 10, "the weight change did not arrive"
+                await asyncio.sleep(0.005)
+            for st in statuses:
+                weights = {r["name"]: r["weight"] for r in st["replicas"]}
+                assert weights[name] == 0
+            owners = {
+                (await call(s, "GET", f"{i.url}/lb/lookup?key=k{n}"))[1]["message"]["owner"]
+                for i in trio.instances
+                for n in range(200)
+            }
+            assert name not in owners  # drained everywhere
+            code, body = await call(
+                s, "PUT", f"{follower.url}/lb/weight", {"hostname": name, "weight": 1}
+            )
+            assert code == 200, body
+            await wait_converged(s, trio.instances, 10.0, replicas=None)
+
+
 # -- 4. leader failover ------------------------------------------------------------------------
 
 

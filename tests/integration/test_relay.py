@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import fakeredis
 import pytest
@@ -69,10 +70,11 @@ class Recorder:
         self._reply = reply or (lambda r: AdminReply(200, f"{r[0]} {r[1]}".encode()))
         self.delay_s = delay_s
 
-    async def __call__(self, op: str, n: int, hostnames: list[str]) -> AdminReply:
-        self.calls.append((op, n, hostnames))
+    async def __call__(self, op: str, args: dict[str, Any]) -> AdminReply:
+        request = (op, args["n"], args["hostnames"])
+        self.calls.append(request)
         await asyncio.sleep(self.delay_s)
-        return self._reply((op, n, hostnames))
+        return self._reply(request)
 
 
 # Every byte value, plus UTF-8 text: the relay must not reinterpret the body.
@@ -82,7 +84,9 @@ ODD_BODY = bytes(range(256)) + "<Error> name “Server é” ✓\r\n".encode()
 async def test_forward_returns_the_leaders_exact_status_and_body(relays: Relays) -> None:
     leader = Recorder(lambda r: AdminReply(418, ODD_BODY))
     async with serving(relays.relay(), leader):
-        reply = await asyncio.wait_for(relays.relay().forward("add", 2, ["Server é", "web-1"]), 5.0)
+        reply = await asyncio.wait_for(
+            relays.relay().forward("add", {"n": 2, "hostnames": ["Server é", "web-1"]}), 5.0
+        )
     assert reply == AdminReply(418, ODD_BODY)
     assert type(reply.body) is bytes
     assert leader.calls == [("add", 2, ["Server é", "web-1"])]
@@ -91,7 +95,7 @@ async def test_forward_returns_the_leaders_exact_status_and_body(relays: Relays)
 async def test_forward_of_a_remove_with_no_hostnames(relays: Relays) -> None:
     leader = Recorder(lambda r: AdminReply(400, b""))
     async with serving(relays.relay(), leader):
-        reply = await asyncio.wait_for(relays.relay().forward("rm", 3, []), 5.0)
+        reply = await asyncio.wait_for(relays.relay().forward("rm", {"n": 3, "hostnames": []}), 5.0)
     assert reply == AdminReply(400, b"")
     assert leader.calls == [("rm", 3, [])]
 
@@ -99,7 +103,8 @@ async def test_forward_of_a_remove_with_no_hostnames(relays: Relays) -> None:
 async def test_concurrent_forwards_each_get_their_own_answer(relays: Relays) -> None:
     count = 12
 
-    async def later_first(op: str, n: int, hostnames: list[str]) -> AdminReply:
+    async def later_first(op: str, args: dict[str, Any]) -> AdminReply:
+        n, hostnames = args["n"], args["hostnames"]
         await asyncio.sleep(0.02 * (count - n))  # answers arrive in the reverse order
         return AdminReply(200 + n, f"{op} {n} {hostnames}".encode())
 
@@ -107,7 +112,10 @@ async def test_concurrent_forwards_each_get_their_own_answer(relays: Relays) -> 
     async with serving(relays.relay(), later_first):
         replies = await asyncio.wait_for(
             asyncio.gather(
-                *((follower if n % 2 else other).forward("add", n, [f"h{n}"]) for n in range(count))
+                *(
+                    (follower if n % 2 else other).forward("add", {"n": n, "hostnames": [f"h{n}"]})
+                    for n in range(count)
+                )
             ),
             10.0,
         )
@@ -119,14 +127,16 @@ async def test_no_leader_is_not_leader_error_and_the_request_is_withdrawn(relays
     follower = relays.relay(pickup_s=0.3, answer_s=5.0)
     started = time.monotonic()
     with pytest.raises(NotLeaderError, match="nothing was changed"):
-        await asyncio.wait_for(follower.forward("add", 1, ["ghost"]), 5.0)
+        await asyncio.wait_for(follower.forward("add", {"n": 1, "hostnames": ["ghost"]}), 5.0)
     took = time.monotonic() - started
     assert 0.3 <= took < 1.5, f"gave up after {took:.2f}s, not the pickup timeout"
     assert await relays.queued() == 0  # taken back off the queue
     # A leader elected afterwards never applies the request the client was told failed.
     leader = Recorder()
     async with serving(relays.relay(), leader):
-        probe = await asyncio.wait_for(relays.relay().forward("rm", 7, ["probe"]), 5.0)
+        probe = await asyncio.wait_for(
+            relays.relay().forward("rm", {"n": 7, "hostnames": ["probe"]}), 5.0
+        )
         await asyncio.sleep(0.1)
     assert probe == AdminReply(200, b"rm 7")  # the leader was serving the queue
     assert leader.calls == [("rm", 7, ["probe"])]
@@ -139,7 +149,7 @@ async def test_a_leader_that_answers_after_the_pickup_timeout_still_answers(
     follower = relays.relay(pickup_s=0.3, answer_s=2.0)
     async with serving(relays.relay(), leader):
         started = time.monotonic()
-        reply = await asyncio.wait_for(follower.forward("add", 3, []), 5.0)
+        reply = await asyncio.wait_for(follower.forward("add", {"n": 3, "hostnames": []}), 5.0)
         took = time.monotonic() - started
     assert reply == AdminReply(200, b"add 3")
     assert took >= 0.7
@@ -157,7 +167,7 @@ async def test_a_leader_that_never_answers_is_not_leader_error(relays: Relays) -
     async with serving(relays.relay(), stuck):
         started = time.monotonic()
         with pytest.raises(NotLeaderError, match="did not answer in time"):
-            await asyncio.wait_for(follower.forward("add", 1, []), 5.0)
+            await asyncio.wait_for(follower.forward("add", {"n": 1, "hostnames": []}), 5.0)
         took = time.monotonic() - started
     assert 0.5 <= took < 2.0, f"gave up after {took:.2f}s"
 
@@ -166,7 +176,9 @@ async def test_a_malformed_request_does_not_stop_the_leader(relays: Relays) -> N
     leader = Recorder()
     await relays.client().rpush(keys.admin_queue(relays.prefix), "not json", '{"id": "x"}')
     async with serving(relays.relay(), leader):
-        reply = await asyncio.wait_for(relays.relay().forward("add", 1, ["ok"]), 5.0)
+        reply = await asyncio.wait_for(
+            relays.relay().forward("add", {"n": 1, "hostnames": ["ok"]}), 5.0
+        )
     assert reply == AdminReply(200, b"add 1")
     assert leader.calls == [("add", 1, ["ok"])]
 
@@ -177,7 +189,7 @@ async def test_forward_with_redis_down_is_store_unavailable(relays: Relays) -> N
     follower = relays.relay(pickup_s=0.3)
     relays.server.connected = False
     with pytest.raises(StoreUnavailable):
-        await asyncio.wait_for(follower.forward("add", 1, []), 5.0)
+        await asyncio.wait_for(follower.forward("add", {"n": 1, "hostnames": []}), 5.0)
 
 
 async def test_forward_to_an_unreachable_redis_server_is_store_unavailable() -> None:
@@ -187,7 +199,7 @@ async def test_forward_to_an_unreachable_redis_server_is_store_unavailable() -> 
     relay = RedisRelay(client, pickup_timeout_s=0.3, answer_timeout_s=0.3, prefix="t:")
     try:
         with pytest.raises(StoreUnavailable):
-            await asyncio.wait_for(relay.forward("add", 1, []), 5.0)
+            await asyncio.wait_for(relay.forward("add", {"n": 1, "hostnames": []}), 5.0)
     finally:
         await client.aclose()
 
@@ -201,6 +213,8 @@ async def test_the_leader_keeps_serving_after_a_redis_outage(relays: Relays) -> 
         await asyncio.sleep(0.3)  # serve() meets the outage and waits it out
         assert not task.done()
         relays.server.connected = True
-        reply = await asyncio.wait_for(relays.relay(pickup_s=3.0).forward("add", 4, []), 5.0)
+        reply = await asyncio.wait_for(
+            relays.relay(pickup_s=3.0).forward("add", {"n": 4, "hostnames": []}), 5.0
+        )
     assert reply == AdminReply(200, b"add 4")
     assert leader.calls == [("add", 4, [])]

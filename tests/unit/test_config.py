@@ -21,7 +21,7 @@ def test_defaults() -> None:
     s = load_settings([], {})
     assert s == Settings()
     assert (s.host, s.port, s.replicas, s.max_replicas) == ("127.0.0.1", 5555, 3, 64)
-    assert (s.algorithm, s.hash_name, s.hash_seed) == ("ring", "xxh3", DEFAULT_SEED)
+    assert (s.algorithm, s.hash_name, s.hash_seed) == ("slots", "xxh3", DEFAULT_SEED)
     assert (s.slots, s.vnodes, s.probing) == (512, None, "linear")
 
 
@@ -40,7 +40,7 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
     assert (s.port, s.replicas, s.algorithm, s.slots) == (8000, 5, "assignment", 256)
 
     s = load_settings(["--port", "8000"], env)  # no file: defaults under env under flags
-    assert (s.port, s.replicas, s.algorithm, s.slots) == (8000, 5, "ring", 512)
+    assert (s.port, s.replicas, s.algorithm, s.slots) == (8000, 5, "slots", 512)
 
 
 def test_config_path_from_env(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -147,7 +148,7 @@ class FakeRelay(Service):
         raise AssertionError("the leader never forwards")
 
 
-async def handle_change(op: str, n: int, hostnames: list[str]) -> AdminReply:
+async def handle_change(op: str, args: dict[str, Any]) -> AdminReply:
     return AdminReply(200, b"")
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import fakeredis
 import pytest
@@ -72,12 +73,17 @@ class RecordingStore(InMemoryStore):
         expected_epoch: int,
         fence_token: int | None = None,
         target: int | None = None,
+        **routing: Any,
     ) -> Membership | None:
         self.commits.append(
             CommitCall([r.name for r in replicas], expected_epoch, fence_token, target)
         )
         return await super().commit(
-            replicas, expected_epoch=expected_epoch, fence_token=fence_token, target=target
+            replicas,
+            expected_epoch=expected_epoch,
+            fence_token=fence_token,
+            target=target,
+            **routing,
         )
 
 

@@ -1,4 +1,5 @@
-"""The default algorithm: ``HashRing`` as ``build_ring(members, RingSettings())`` builds it."""
+"""The ketama-style ring: ``HashRing`` as ``build_ring(members, RingSettings(algorithm="ring"))``
+builds it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from balancer.hashing import (
 )
 from balancer.hashing.hashes import DEFAULT_SEED
 
-DEFAULT = RingSettings()
+DEFAULT = RingSettings(algorithm="ring")
 KEYS = [f"key-{n}" for n in range(400)] + [str(n) for n in range(100_000, 100_200)]
 
 names_st = st.sets(
@@ -266,15 +267,18 @@ def differing(a: Ring, b: Ring) -> float:
 
 def test_seeds_and_hashes_give_different_rings() -> None:
     names = ["Server 1", "Server 2", "Server 3"]
-    base = make(names)
+    base = make(names, DEFAULT)
     # Independent rings of 3 members disagree on ~2/3 of keys.
-    assert differing(base, make(names, RingSettings(hash_seed=1))) > 0.4
+    assert differing(base, make(names, RingSettings(algorithm="ring", hash_seed=1))) > 0.4
     assert (
-        differing(make(names, RingSettings(hash_seed=1)), make(names, RingSettings(hash_seed=2)))
+        differing(
+            make(names, RingSettings(algorithm="ring", hash_seed=1)),
+            make(names, RingSettings(algorithm="ring", hash_seed=2)),
+        )
         > 0.4
     )
-    assert differing(base, make(names, RingSettings(hash_name="blake2b"))) > 0.4
-    assert differing(base, make(names, RingSettings(hash_seed=DEFAULT_SEED))) == 0
+    assert differing(base, make(names, RingSettings(algorithm="ring", hash_name="blake2b"))) > 0.4
+    assert differing(base, make(names, RingSettings(algorithm="ring", hash_seed=DEFAULT_SEED))) == 0
 
 
 def test_hash_values_are_pinned() -> None:
@@ -308,7 +312,7 @@ def test_empty_and_invalid_rings() -> None:
     with pytest.raises(ValueError, match="negative"):
         build_ring([Member("a", weight=-1)], DEFAULT)
     with pytest.raises(ValueError):
-        build_ring([Member("a")], RingSettings(points_per_weight=0))
+        build_ring([Member("a")], RingSettings(algorithm="ring", points_per_weight=0))
 
 
 def test_candidates_count_zero_returns_nothing() -> None:
