@@ -1,5 +1,6 @@
 """The contract's admin API: ``GET /rep``, ``POST /add``, ``DELETE /rm`` (``POST /rm`` alias),
-plus, for operators, ``GET /lb/status``, ``PUT /lb/settings`` (routing settings of every
+plus, for operators, ``GET /lb/status``, ``GET /lb/events`` (the latest changes and what
+each moved), ``PUT /lb/settings`` (routing settings of every
 instance) and ``PUT /lb/weight`` (one replica's weight; 0 drains it).
 
 Owns request validation and the mapping of errors to responses. Every rejected request changes
@@ -31,6 +32,7 @@ from balancer.errors import (
 from balancer.hashing import RingSettings
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView
+from balancer.movement_log import KEEP_EVENTS
 from balancer.names import is_valid_name, server_id
 from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
@@ -118,6 +120,7 @@ class AdminApi:
             web.put("/lb/settings", self.put_settings),
             web.put("/lb/weight", self.put_weight),
             web.get("/lb/status", self.status),
+            web.get("/lb/events", self.events),
             web.get("/lb/membership", self.membership),
             web.post("/lb/worker-stats", self.worker_stats),
         ]
@@ -234,6 +237,18 @@ class AdminApi:
             return await self._store.membership()
         except StoreUnavailable:
             return self._view.current.membership
+
+    async def events(self, request: web.Request) -> web.Response:
+        """The latest membership changes with the share of keys each moved, newest first."""
+        raw = request.query.get("limit", "50")
+        limit = int(raw) if raw.isdecimal() else 0
+        if not 1 <= limit <= KEEP_EVENTS:
+            return _reply(400, error_body(f"'limit' must be an integer in 1..{KEEP_EVENTS}"))
+        try:
+            events = await self._store.events(limit)
+        except StoreUnavailable as exc:
+            return _reply(503, error_body(f"The shared state store is unavailable: {exc}"))
+        return _reply(200, message_body({"events": events}))
 
     async def status(self, request: web.Request) -> web.Response:
         """Operator view: this instance's epoch, fingerprint and role; replicas; all instances.

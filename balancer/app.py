@@ -42,6 +42,7 @@ from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView, Snapshot
 from balancer.metrics import TrafficCollector, metrics_handler
+from balancer.movement_log import MovementLog
 from balancer.routing_api import RoutingApi
 from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
@@ -81,6 +82,7 @@ class BalancerService:
         self.registry.register(TrafficCollector(self.stats, self.view))
         self.pool = UpstreamPool(connect_timeout_s=settings.upstream_connect_timeout_s)
         self.view.listeners.append(self._on_ring_swap)
+        self.movement = MovementLog(store, settings.ring)
         self.port = 0
         self._worker_argv = list(worker_argv)
         self._stack = contextlib.AsyncExitStack()
@@ -112,6 +114,7 @@ class BalancerService:
         except StoreUnavailable as exc:  # start anyway: serve 503 until the store is back
             log.error("%s; starting with an empty ring", exc)
         self._spawn(self.view.watch(), "ring watcher")
+        self._spawn(self.movement.run(), "movement log")
         # Phase 2: admin app on a private unix socket.
         self.manager = manager = self._manager(probe_session)
         admin = AdminApi(
@@ -194,6 +197,7 @@ class BalancerService:
             alive_ttl_s=alive_ttl_s,
             leadership=self.leadership,
             ring_settings=s.ring,
+            on_commit=self.movement.committed,
         )
 
     def _duties(

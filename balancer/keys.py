@@ -60,3 +60,8 @@ def admin_queue(prefix: str = PREFIX) -> str:
 
 def admin_reply(request_id: str, prefix: str = PREFIX) -> str:
     return f"{prefix}admin:reply:{request_id}"
+
+
+def events(prefix: str = PREFIX) -> str:
+    """The list of the latest membership change events, newest first (bounded)."""
+    return f"{prefix}events"

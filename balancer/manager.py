@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 Change = Callable[[Membership], Membership]
 WaitReady = Callable[[str], Awaitable[None]]  # address → returns once it passed a heartbeat
 OnChange = Callable[[], Awaitable[object]]
+OnCommit = Callable[[str, Membership, Membership], None]  # (kind, before, after)
 
 _COMMIT_ATTEMPTS = 5
 _SPAWN_CONCURRENCY = 8
@@ -57,6 +58,7 @@ class ReplicaManager:
         leadership: Leadership | None = None,
         rng: random.Random | None = None,
         ring_settings: RingSettings | None = None,
+        on_commit: OnCommit | None = None,
     ) -> None:
         """``ring_settings`` are pinned into the shared state by the first commit; after that
         the stored settings rule (``set_settings`` changes them)."""
@@ -69,6 +71,7 @@ class ReplicaManager:
         self._leadership = leadership or SoloLeadership()
         self._rng = rng or random.Random()
         self._ring_settings = ring_settings or RingSettings()
+        self._on_commit = on_commit
         self._lock = asyncio.Lock()
         self._spawn_slots = asyncio.Semaphore(_SPAWN_CONCURRENCY)
 
@@ -93,9 +96,10 @@ class ReplicaManager:
             handles = await self._spawn_ready(names)
             try:
                 return await self._commit(
+                    "add" if grow else "replace",
                     lambda m: _with(
                         m, self._with_added(m, handles), target=_grown(m, n if grow else 0)
-                    )
+                    ),
                 )
             except BaseException:
                 await self._stop_all(h.name for h in handles)
@@ -121,7 +125,8 @@ class ReplicaManager:
             others = [name for name in current.names if name not in hostnames]
             victims = list(hostnames) + self._rng.sample(others, n - len(hostnames))
             result = await self._commit(
-                lambda m: _with(m, self._without(m, victims), target=_grown(m, -len(victims)))
+                "remove",
+                lambda m: _with(m, self._without(m, victims), target=_grown(m, -len(victims))),
             )
             await self._stop_all(victims)
             return result
@@ -137,7 +142,7 @@ class ReplicaManager:
             self._require_leader()
             if (await self._store.membership()).get(name) is None:
                 return False
-            await self._commit(lambda m: _with(m, self._without(m, [name])))
+            await self._commit("evict", lambda m: _with(m, self._without(m, [name])))
             await self._stop_all([name], force=True)
             return True
 
@@ -145,13 +150,15 @@ class ReplicaManager:
         """Set N without starting anything (the leader's reconciliation starts what is owed)."""
         async with self._lock:
             self._require_leader()
-            return await self._commit(lambda m: dataclasses.replace(m, target=n))
+            return await self._commit("target", lambda m: dataclasses.replace(m, target=n))
 
     async def set_settings(self, settings: RingSettings) -> Membership:
         """Route with ``settings`` from now on, on every instance (one commit)."""
         async with self._lock:
             self._require_leader()
-            return await self._commit(lambda m: dataclasses.replace(m, settings=settings))
+            return await self._commit(
+                "settings", lambda m: dataclasses.replace(m, settings=settings)
+            )
 
     async def set_weight(self, name: str, weight: int) -> Membership:
         """Give a member ``weight`` shares of the keys (0 drains it: no keys, still running).
@@ -164,13 +171,14 @@ class ReplicaManager:
             if (await self._store.membership()).get(name) is None:
                 raise RequestError(f"Unknown replica hostname: {name}")
             return await self._commit(
+                "weight",
                 lambda m: _with(
                     m,
                     [
                         dataclasses.replace(r, weight=weight) if r.name == name else r
                         for r in m.replicas
                     ],
-                )
+                ),
             )
 
     async def adopt(self) -> tuple[int, int]:
@@ -243,7 +251,7 @@ class ReplicaManager:
         async with self._lock:
             self._require_leader()
             # An empty document: the next start boots N afresh with its own settings.
-            await self._commit(lambda m: Membership())
+            await self._commit("clear", lambda m: Membership())
             names = {h.name for h in await self._store.handles()}
             names.update(h.name for h in await self._runtime.list())
             await self._stop_all(names)
@@ -304,8 +312,11 @@ class ReplicaManager:
     def _without(current: Membership, names: Sequence[str]) -> list[Replica]:
         return [r for r in current.replicas if r.name not in names]
 
-    async def _commit(self, change: Change) -> Membership:
-        """Apply ``change`` to the latest membership, retrying if another writer got there first."""
+    async def _commit(self, kind: str, change: Change) -> Membership:
+        """Apply ``change`` to the latest membership, retrying if another writer got there first.
+
+        ``kind`` names the change for the movement log (add, replace, remove, evict, weight,
+        settings, target, clear)."""
         for _ in range(_COMMIT_ATTEMPTS):
             self._require_leader()
             current = await self._store.membership()
@@ -325,6 +336,8 @@ class ReplicaManager:
             )
             if committed is not None:
                 log.info("membership epoch %d: %s", committed.epoch, ", ".join(committed.names))
+                if self._on_commit is not None:
+                    self._on_commit(kind, current, committed)
                 try:
                     await self._on_change()
                 except Exception:  # the change is committed; the ring watcher catches up

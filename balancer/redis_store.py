@@ -188,6 +188,18 @@ class RedisStore:
             if doc is not None
         }
 
+    async def record_event(self, event: dict[str, Any], keep: int) -> None:
+        key = keys.events(self._prefix)
+        async with unavailable(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, json.dumps(event))
+            pipe.ltrim(key, 0, keep - 1)
+            await pipe.execute()
+
+    async def events(self, limit: int) -> list[dict[str, Any]]:
+        async with unavailable():
+            raw = await self._redis.lrange(keys.events(self._prefix), 0, limit - 1)
+        return [json.loads(doc) for doc in raw]
+
     def _scan(self, pattern: Any) -> AsyncIterator[bytes | str]:
         return self._redis.scan_iter(match=pattern(self._prefix), count=500)
 

@@ -169,6 +169,14 @@ class Store(MembershipSource, Protocol):
         """The status of every instance whose announcement has not expired."""
         ...
 
+    async def record_event(self, event: dict[str, Any], keep: int) -> None:
+        """Append a membership change event (JSON-able), keeping only the ``keep`` latest."""
+        ...
+
+    async def events(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the latest events, newest first."""
+        ...
+
 
 class InMemoryStore:
     """A ``Store`` for one process: tests and the single-instance embedded default."""
@@ -180,6 +188,7 @@ class InMemoryStore:
         self._changed = asyncio.Condition()
         self._handles: dict[str, ReplicaHandle] = {}
         self._instances: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._events: list[dict[str, Any]] = []  # newest first
 
     async def membership(self) -> Membership:
         return self._membership
@@ -250,6 +259,12 @@ class InMemoryStore:
     async def instances(self) -> dict[str, dict[str, Any]]:
         now = self._clock()
         return {i: info for i, (until, info) in self._instances.items() if until > now}
+
+    async def record_event(self, event: dict[str, Any], keep: int) -> None:
+        self._events = [dict(event), *self._events][:keep]
+
+    async def events(self, limit: int) -> list[dict[str, Any]]:
+        return [dict(e) for e in self._events[:limit]]
 
 
 def membership_json(membership: Membership) -> dict[str, Any]:

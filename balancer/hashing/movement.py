@@ -31,11 +31,13 @@ def ideal_share(old: Iterable[Member], new: Iterable[Member]) -> float:
     return sum(abs(after.get(n, 0.0) - before.get(n, 0.0)) for n in names) / 2
 
 
-def moved_share(old: Ring, new: Ring, *, same_hash: bool = True) -> float:
+def moved_share(
+    old: Ring, new: Ring, *, same_hash: bool = True, sample: int = SAMPLE_KEYS
+) -> float:
     """The share of the key space whose owner differs between ``old`` and ``new``.
 
     ``same_hash``: both were built with the same hash function and seed (then tables and rings
-    are compared exactly; otherwise keys are sampled).
+    are compared exactly; otherwise ``sample`` keys are compared).
     """
     if not old.members or not new.members:
         return 0.0 if old.members == new.members else 1.0
@@ -46,7 +48,7 @@ def moved_share(old: Ring, new: Ring, *, same_hash: bool = True) -> float:
             return _tables_moved(old.table, new.table)
         if isinstance(old, HashRing) and isinstance(new, HashRing):
             return _ring_moved(old, new)
-    return _sampled(old, new)
+    return _sampled(old, new, sample)
 
 
 def _tables_moved(a: Sequence[str], b: Sequence[str]) -> float:
@@ -78,12 +80,12 @@ def _owner_at(ring: HashRing, point: int) -> str:
     return ring.owners[i if i < len(ring.points) else 0]
 
 
-def _sampled(old: Ring, new: Ring) -> float:
+def _sampled(old: Ring, new: Ring, sample: int) -> float:
     moved = 0
-    for i in range(SAMPLE_KEYS):
+    for i in range(sample):
         key = f"movement-sample-{i}"
         try:
             moved += old.lookup(key) != new.lookup(key)
         except NoReplicasError:
             moved += 1
-    return moved / SAMPLE_KEYS
+    return moved / sample

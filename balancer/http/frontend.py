@@ -88,4 +88,3 @@ class Frontend:
         for conn in list(self.connections):
             conn.transport.close()
         self.pool.close()
-

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from balancer import keys
 from balancer.errors import StaleLeaderError, StoreUnavailable
+from balancer.hashing import RingSettings
 from balancer.redis_store import RedisStore, redis_client
 from balancer.runtime import ReplicaHandle
 from balancer.store import InMemoryStore, Membership, Replica, Store
@@ -134,6 +135,24 @@ async def test_restore_never_goes_back_in_epoch(backend: Backend) -> None:
 
 
 # --- runtime records ----------------------------------------------------------------------------
+
+
+async def test_routing_settings_and_ring_state_round_trip(backend: Backend) -> None:
+    settings = RingSettings(algorithm="maglev", balance_factor=1.25)
+    await backend.make().commit(
+        [replica(1)], expected_epoch=0, target=1, settings=settings, ring_state="abc:def"
+    )
+    read = await backend.make().membership()
+    assert (read.settings, read.ring_state) == (settings, "abc:def")
+    assert read.settings is not None and read.settings.hash_seed == settings.hash_seed
+
+
+async def test_events_are_shared_bounded_and_newest_first(backend: Backend) -> None:
+    writer, reader = backend.make(), backend.make()
+    for epoch in range(1, 6):
+        await writer.record_event({"epoch": epoch, "kind": "add", "moved_share": 0.25}, 3)
+    assert [e["epoch"] for e in await reader.events(10)] == [5, 4, 3]
+    assert [e["epoch"] for e in await reader.events(2)] == [5, 4]
 
 
 async def test_runtime_records_round_trip_between_instances(backend: Backend) -> None:
