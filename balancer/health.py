@@ -1,9 +1,13 @@
-"""Active health checks: ``GET /heartbeat`` on every ring member, on an interval.
+"""Active health checks: ``GET /heartbeat`` on every ring member, on a jittered interval.
 
-Owns ``probe``, ``wait_ready`` and ``HealthMonitor``. A passed probe writes the replica's
-liveness to the store with a TTL long enough to survive ``fails - 1`` missed probes; the
-``fails``-th consecutive failure drops the liveness at once and reports the replica dead, so
-detection takes about ``fails × interval`` seconds rather than a TTL plus a poll.
+Owns ``probe``, ``wait_ready`` and ``HealthMonitor``, with HAProxy's rise/fall semantics: a
+replica is UP until ``fall`` consecutive probes fail, then DOWN until ``rise`` consecutive probes
+pass. While UP, a passed probe writes its liveness to the store with a TTL long enough to survive
+``fall - 1`` missed probes; going DOWN drops the liveness at once and reports the replica
+(every round while it stays DOWN, so a report lost to a store outage is repeated), so detection
+takes about ``fall × interval`` seconds rather than a TTL plus a poll. Coming back UP writes the
+liveness again and reports that too (the supervisor then keeps the replica instead of replacing
+it). Rounds are spaced by ``interval × (1 ± jitter)``.
 Must not import: redis, docker.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,6 +28,7 @@ from balancer.store import Store
 log = logging.getLogger(__name__)
 
 OnDead = Callable[[str], Awaitable[None]]
+OnUp = Callable[[str], Awaitable[None]]
 
 
 async def probe(session: aiohttp.ClientSession, address: str, timeout_s: float) -> bool:
@@ -68,19 +74,33 @@ class HealthMonitor:
         interval_s: float,
         timeout_s: float,
         fails: int,
+        rise: int = 1,
+        jitter: float = 0.0,
+        on_up: OnUp | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """``fails`` is HAProxy's ``fall``; ``jitter`` a fraction of the interval (0..0.5)."""
         self._store = store
         self._view = view
         self._session = session
         self._on_dead = on_dead
+        self._on_up = on_up
         self._interval_s = interval_s
         self._timeout_s = min(timeout_s, interval_s)
         self._fails = fails
-        self.ttl_s = interval_s * fails + self._timeout_s
-        self.failures: dict[str, int] = {}
+        self._rise = rise
+        self._jitter = jitter
+        self._rng = rng or random.Random()
+        self.ttl_s = interval_s * (1 + jitter) * fails + self._timeout_s
+        self.failures: dict[str, int] = {}  # consecutive failed probes
+        self.passes: dict[str, int] = {}  # consecutive passed probes of a DOWN replica
+        self.down: set[str] = set()
+        # name → time.monotonic() of its last passed probe in the current term (for metrics)
+        self.passed_at: dict[str, float] = {}
 
     async def run(self) -> None:
         """Probe forever; a failing round is logged and the next one still runs."""
+        self.passed_at.clear()  # a new term: only its own probes count
         while True:
             started = asyncio.get_running_loop().time()
             try:
@@ -92,7 +112,19 @@ class HealthMonitor:
             except Exception:
                 log.exception("health check round failed")
             elapsed = asyncio.get_running_loop().time() - started
-            await asyncio.sleep(max(0.0, self._interval_s - elapsed))
+            await asyncio.sleep(max(0.0, self.next_interval_s() - elapsed))
+
+    def next_interval_s(self) -> float:
+        """The gap before the next round: the interval, spread by the jitter."""
+        return self._interval_s * (1 + self._jitter * self._rng.uniform(-1.0, 1.0))
+
+    def alive(self, name: str) -> bool | None:
+        """Whether ``name`` counts as alive by this term's probes: it passed one and has not
+        failed ``fails`` in a row since (what its liveness key in the store says too). None
+        until one of its probes passed this term."""
+        if name not in self.passed_at:
+            return None
+        return name not in self.down
 
     async def check_once(self) -> None:
         """Probe every current member once, concurrently, and act on the results."""
@@ -101,19 +133,36 @@ class HealthMonitor:
         results = await asyncio.gather(
             *(probe(self._session, addresses[n], self._timeout_s) for n in names)
         )
-        for name in set(self.failures) - set(names):
-            del self.failures[name]  # no longer a member: forget its history
+        for gone in set(self.failures) - set(names):  # no longer a member: forget its history
+            self.failures.pop(gone, None)
+            self.passes.pop(gone, None)
+            self.down.discard(gone)
+        for name in set(self.passed_at) - set(names):
+            del self.passed_at[name]
         for name, ok in zip(names, results, strict=True):
             await self._record(name, ok)
 
     async def _record(self, name: str, ok: bool) -> None:
         if ok:
             self.failures[name] = 0
+            self.passed_at[name] = time.monotonic()
+            if name in self.down:
+                self.passes[name] = self.passes.get(name, 0) + 1
+                if self.passes[name] < self._rise:
+                    return
+                self.down.discard(name)
+                log.warning("replica %s is UP again after %d passed probes", name, self._rise)
+                await self._store.mark_alive(name, self.ttl_s)
+                if self._on_up is not None:
+                    await self._on_up(name)
+                return
             await self._store.mark_alive(name, self.ttl_s)
             return
+        self.passes[name] = 0
         count = self.failures.get(name, 0) + 1
         self.failures[name] = count
         log.warning("heartbeat of %s failed (%d/%d)", name, count, self._fails)
-        if count >= self._fails:  # repeated while it stays a member; the supervisor dedups
+        if count >= self._fails:  # repeated while it stays DOWN; the supervisor dedups
+            self.down.add(name)
             await self._store.mark_dead(name)
             await self._on_dead(name)

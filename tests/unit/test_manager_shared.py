@@ -483,3 +483,61 @@ async def test_a_failed_bootstrap_sets_the_target_and_run_completes_it(rig: Rig)
     m = await rig.membership()
     assert m.target == 2
     assert await rig.running() == set(m.names)
+
+
+# --- DOWN but still running: the grace period (replace_after_s) --------------------------------
+
+
+def graceful_supervisor(rig: Rig, running: set[str], grace_s: float) -> Supervisor:
+    async def is_running(name: str) -> bool:
+        return name in running
+
+    return Supervisor(
+        rig.manager,
+        rig.store,
+        Backoff(base_s=0.01, cap_s=0.05),
+        resync_s=0.05,
+        replace_after_s=grace_s,
+        is_running=is_running,
+    )
+
+
+async def test_a_down_replica_that_recovers_within_the_grace_is_kept(rig: Rig) -> None:
+    await rig.manager.add(3, ["a", "b", "c"])
+    supervisor = graceful_supervisor(rig, {"a", "b", "c"}, grace_s=0.5)
+    async with supervising(supervisor):
+        await supervisor.on_dead("b")
+        await eventually(lambda: _true("b" in supervisor.waiting), timeout_s=2.0)
+        await supervisor.on_up("b")
+        await asyncio.sleep(0.8)  # past the grace
+        m = await rig.membership()
+    assert m.names == ["a", "b", "c"]
+    assert rig.runtime.stopped == []
+
+
+async def test_a_down_replica_that_stays_down_is_replaced_after_the_grace(rig: Rig) -> None:
+    await rig.manager.add(3, ["a", "b", "c"])
+    supervisor = graceful_supervisor(rig, {"a", "b", "c"}, grace_s=0.4)
+    async with supervising(supervisor):
+        reported = asyncio.get_running_loop().time()
+        await supervisor.on_dead("b")
+        await eventually(lambda: _true("b" in rig.runtime.stopped), timeout_s=3.0)
+        waited = asyncio.get_running_loop().time() - reported
+        await eventually(lambda: _count_is(rig, 3), timeout_s=3.0)
+        m = await rig.membership()
+    assert 0.4 <= waited < 1.0, waited
+    assert "b" not in m.names and len(m.names) == 3
+
+
+async def test_a_down_replica_whose_process_is_gone_is_replaced_at_once(rig: Rig) -> None:
+    await rig.manager.add(3, ["a", "b", "c"])
+    supervisor = graceful_supervisor(rig, {"a", "c"}, grace_s=5.0)  # b is not running
+    async with supervising(supervisor):
+        await supervisor.on_dead("b")
+        took = await eventually(lambda: _true("b" in rig.runtime.stopped), timeout_s=2.0)
+    assert took < 1.0
+    assert supervisor.waiting == {}
+
+
+async def _true(value: bool) -> bool:
+    return value
