@@ -8,8 +8,10 @@
 # mode (balancers on CPU 0, wrk and backends on CPU 1), LB_ARGS (extra balancer flags),
 # LABEL (results folder label), FLOOR=1 to add bench/floor.py (a uvloop byte copier: what the
 # event loop and syscalls cost before any of our code), SHARED=1 to add a second chlb in shared
-# mode (its state in a redis-server this script starts: the data path must not notice). Traffic
-# goes to 127.0.0.1 only; every run is bounded by DURATION.
+# mode (its state in a redis-server this script starts: the data path must not notice),
+# BASELINE=<git rev> to add that revision's balancer (checked out in a temporary worktree with
+# its own venv) to the same run, for before/after ratios. Traffic goes to 127.0.0.1 only; every
+# run is bounded by DURATION.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HARNESS=${BENCH_HARNESS:-$REPO/../shared/bench}
@@ -34,6 +36,16 @@ lb_bin=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[
   "$REPO/.venv/bin/lb-balancer" "$HARNESS")
 cmd="$lb_bin --host 127.0.0.1 --port {PORT} --backends {BACKENDS} --log-level WARNING ${LB_ARGS:-}"
 pin=(); [ "${PIN:-0}" = 1 ] && pin=(--pin)
+redis_pid="" redis_dir="" base_dir=""
+cleanup() {
+  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
+  [ -z "$redis_dir" ] || rm -rf "$redis_dir"
+  if [ -n "$base_dir" ]; then
+    git -C "$REPO" worktree remove --force "$base_dir/src" 2>/dev/null || true
+    rm -rf "$base_dir"
+  fi
+}
+trap cleanup EXIT
 extra=()
 if [ "${FLOOR:-0}" = 1 ]; then
   py=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
@@ -49,8 +61,17 @@ if [ "${SHARED:-0}" = 1 ]; then
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
     --daemonize no >"$redis_dir/log" 2>&1 &
   redis_pid=$!
-  trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$redis_dir"' EXIT
   extra+=(--cmd chlb-shared 9500 "$cmd --redis-url redis://127.0.0.1:$redis_port/0 --instance-id bench")
+fi
+if [ -n "${BASELINE:-}" ]; then
+  base_dir=$(mktemp -d)
+  git -C "$REPO" worktree add --detach -q "$base_dir/src" "$BASELINE"
+  python3 -m venv "$base_dir/venv"
+  "$base_dir/venv/bin/pip" install -q "$base_dir/src"
+  base_bin=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
+    "$base_dir/venv/bin/lb-balancer" "$HARNESS")
+  rev=$(git -C "$REPO" rev-parse --short "$BASELINE")
+  extra+=(--cmd "chlb-$rev" 9600 "$base_bin --host 127.0.0.1 --port {PORT} --backends {BACKENDS} --log-level WARNING ${LB_ARGS:-}")
 fi
 mkdir -p "$OUT"
 (cd "$HARNESS" && ./lb_bench.sh "${pin[@]}" --anchors "$ANCHORS" --reps "$REPS" \
