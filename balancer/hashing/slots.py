@@ -49,13 +49,19 @@ def slot_order() -> tuple[int, ...]:
 def quotas(members: Sequence[Member], held: Counter[str]) -> dict[str, int]:
     """Slots each member should own: its weight's share of ``SLOT_COUNT``, largest remainder.
 
-    Ties between equal remainders go to the member that holds more slots now (then by name),
-    so a table that is already balanced keeps every slot where it is.
+    Ties between equal remainders go first to the members that already hold more than their
+    rounded-down share (then by name), so a table that is already balanced keeps every slot
+    where it is: ``rebalance`` of its own result changes nothing.
     """
     total = sum(m.weight for m in members)
     share = {m.name: divmod(SLOT_COUNT * m.weight, total) for m in members}
     left = SLOT_COUNT - sum(q for q, _ in share.values())
-    ranked = sorted(members, key=lambda m: (-share[m.name][1], -held[m.name], m.name))
+
+    def rank(m: Member) -> tuple[int, bool, str]:
+        floor, remainder = share[m.name]
+        return (-remainder, held[m.name] <= floor, m.name)
+
+    ranked = sorted(members, key=rank)
     bonus = {m.name for m in ranked[:left]}
     return {m.name: share[m.name][0] + (m.name in bonus) for m in members}
 

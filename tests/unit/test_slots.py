@@ -153,3 +153,15 @@ def test_candidates_are_distinct_members_owner_first() -> None:
         assert found[0] == ring.lookup(key)
         assert sorted(found) == sorted(ring.members)
     assert ring.candidates("k", 0) == []
+
+
+def test_a_table_rebuilt_from_its_state_is_the_stored_table_when_remainders_tie() -> None:
+    """Weights 1, 1, 4 leave two rounding slots with equal remainders: the members that hold
+    one keep it, so the served table is the stored one (and the next change moves the least)."""
+    ms = [Member("a", 1, 1), Member("b", 2, 1), Member("c", 3, 4)]
+    state = next_state([], "", ms, SLOTS)
+    assert list(build_ring(ms, SLOTS, state).table) == decode(state, ms)  # type: ignore[attr-defined]
+    for weights in ([1, 1, 4], [2, 3, 7], [1, 2, 3, 4, 5]):
+        mixed = [Member(f"m{i}", i + 1, w) for i, w in enumerate(weights)]
+        table = rebalance(mixed, None)
+        assert rebalance(mixed, table) == table
