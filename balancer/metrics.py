@@ -1,15 +1,44 @@
-"""Prometheus exposition of the balancer's counters.
+"""Prometheus exposition of the balancer's counters and of what this instance knows.
 
-Owns ``TrafficCollector`` (a custom collector that reads ``TrafficStats`` and the ring view at
-scrape time, so the data path never calls a labelled metric) and ``metrics_handler``.
+Owns ``TrafficCollector`` (a custom collector that reads ``TrafficStats``, the ring view and
+``Liveness`` at scrape time, so the data path never calls a labelled metric and a scrape does no
+I/O), ``Liveness`` and ``metrics_handler``. Everything lives on the registry the caller passes
+(one per ``BalancerService``), never on prometheus_client's global one.
 Label sets are bounded: replicas of the current ring (dead ones are dropped when they leave),
 status classes and a fixed list of error kinds.
+
+Besides the traffic counters (``lb_upstream_*``, ``lb_bounded_load_spills_total``,
+``lb_balancer_errors_total``, ``lb_client_connections``) and ``lb_ring_epoch``/``lb_ring_members``:
+  - ``lb_replica_up{replica}`` 1/0: the replica counts as alive. On the leader, by its own probes
+    (``HealthMonitor.alive``: passed one this term and is UP by rise/fall); elsewhere, and on a
+    leader for a replica its probes have not passed yet, whether the store holds the replica's
+    liveness key (written by the leader's probes), as read by the announcer loop once a second.
+    Absent while that is unknown (store unreadable, or not read yet).
+  - ``lb_replica_heartbeat_age_seconds{replica}``: seconds since the last passed probe, only on
+    the instance that probes (the leader), only for replicas that passed one this term.
+  - ``lb_ring_info{algorithm,fingerprint}`` 1: the ring in use (the fingerprint equals on
+    instances that route alike).
+  - ``lb_leader`` 1/0: this instance is the leader.
+  - ``lb_replica_keyspace_share{replica}``: each member's share of the key space
+    (``balancer.hashing.arcs.shares``; 0 for a drained member), computed once per ring in a
+    worker thread (``KeyspaceShares``), so absent for a moment after every ring change (and
+    on the first scrape); an instance nobody scrapes never computes it.
+  - ``lb_replica_weight{replica}``: each member's weight.
+  - ``lb_load_peak_to_mean``: max / mean of the requests completed by each key-owning member
+    (weight > 0) since this instance began routing on the current ring (its epoch), counted
+    across this instance's worker processes; 1 is perfectly even. Absent until one such request
+    completed. It compares raw counts, so with unequal weights it is above 1 by design: compare
+    ``lb_replica_keyspace_share`` with each replica's share of the request rate instead.
 Must not import: redis, docker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -22,19 +51,138 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from balancer.membership import RingView
+from balancer.coordination import Leadership, SoloLeadership
+from balancer.errors import StoreUnavailable
+from balancer.hashing import Ring
+from balancer.hashing.arcs import shares
+from balancer.health import HealthMonitor
+from balancer.membership import RingView, Snapshot
+from balancer.movement_log import MovementLog
 from balancer.stats import LATENCY_BUCKETS_S, TrafficStats, merged
+from balancer.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Liveness:
+    """Replica liveness as this instance knows it, readable without I/O (see the module
+    docstring): the leader's ``HealthMonitor`` (set as ``monitor`` once built), else the store's
+    liveness keys as last read by ``refresh``."""
+
+    def __init__(self, view: RingView, leadership: Leadership) -> None:
+        self._view = view
+        self._leadership = leadership
+        self.monitor: HealthMonitor | None = None
+        # The store's liveness keys; None: unknown (not read yet, or the store is unreachable).
+        self.stored: frozenset[str] | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leadership.is_leader
+
+    def _probing(self) -> HealthMonitor | None:
+        return self.monitor if self._leadership.is_leader else None
+
+    def up(self, name: str) -> bool | None:
+        monitor = self._probing()
+        probed = monitor.alive(name) if monitor is not None else None
+        if probed is not None:
+            return probed
+        return None if self.stored is None else name in self.stored
+
+    def heartbeat_age_s(self, name: str, now: float) -> float | None:
+        monitor = self._probing()
+        passed = monitor.passed_at.get(name) if monitor is not None else None
+        return None if passed is None else max(0.0, now - passed)
+
+    async def refresh(self, store: Store) -> None:
+        """Re-read the store's liveness keys, unless this instance's own probes cover every
+        member (the leader in a steady state needs no round trip). Never raises for an
+        unreachable store: liveness becomes unknown instead."""
+        monitor = self._probing()
+        names = self._view.current.addresses
+        if monitor is not None and all(n in monitor.passed_at for n in names):
+            self.stored = None  # not read now: a member that joins later is unknown, not down
+            return
+        try:
+            self.stored = await store.alive()
+        except StoreUnavailable:
+            self.stored = None
+
+
+class KeyspaceShares:
+    """The key-space shares of the ring in use, computed once per ring off the event loop:
+    ``shares`` samples thousands of keys for some algorithms (rendezvous over 20 replicas takes
+    about 0.4 s), which would stall the data path if a scrape computed it inline."""
+
+    def __init__(self) -> None:
+        self._ring: Ring | None = None
+        self._shares: dict[str, float] | None = None
+
+    def get(self, ring: Ring) -> dict[str, float] | None:
+        """``ring``'s shares, or None while they are being computed."""
+        if ring is not self._ring:
+            self.start(ring)
+        return self._shares
+
+    def start(self, ring: Ring) -> None:
+        """Compute ``ring``'s shares in the running loop's default executor (without a running
+        loop: here and now)."""
+        self._ring, self._shares = ring, None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._shares = shares(ring)
+            return
+        future = loop.run_in_executor(None, shares, ring)
+        future.add_done_callback(partial(self._done, ring))
+
+    def _done(self, ring: Ring, future: asyncio.Future[dict[str, float]]) -> None:
+        if future.cancelled() or ring is not self._ring:
+            return  # a newer ring is in use already
+        error = future.exception()
+        if error is not None:
+            log.error("key-space shares of the ring failed: %r", error)
+            return
+        self._shares = future.result()
 
 
 class TrafficCollector(Collector):
-    def __init__(self, stats: TrafficStats, view: RingView) -> None:
+    def __init__(
+        self,
+        stats: TrafficStats,
+        view: RingView,
+        liveness: Liveness | None = None,
+        movement: MovementLog | None = None,
+    ) -> None:
         self._stats = stats
         self._view = view
+        self._movement = movement
+        # Without one (a collector on its own, in tests): the only instance, hence the leader,
+        # that knows nothing about liveness.
+        self._liveness = liveness or Liveness(view, SoloLeadership())
+        self._keyspace = KeyspaceShares()
+        self._scraped = False
+        # Requests completed per replica when this instance swapped in the current ring.
+        self._epoch_base: dict[str, int] = {}
+        view.listeners.append(self._on_ring_swap)
+
+    def _on_ring_swap(self, old: Snapshot, new: Snapshot) -> None:
+        replicas = merged(self._stats)["replicas"]
+        self._epoch_base = {name: replicas[name]["requests"] for name in replicas}
+        if self._scraped:  # someone is watching: have the shares ready for the next scrape
+            self._keyspace.start(new.ring)
 
     def collect(self) -> Iterator[Metric]:
+        self._scraped = True
         total = merged(self._stats)  # this process plus its workers' latest reports
-        yield from self._ring()
+        snapshot = self._view.current  # collect() never awaits: one snapshot throughout
+        yield from self._ring(snapshot)
+        yield from self._members(snapshot, total["replicas"])
         yield from self._replicas(total["replicas"])
+        yield from self._resilience(total)
+        if self._movement is not None:
+            yield from self._changes(self._movement)
         connections = GaugeMetricFamily(
             "lb_client_connections", "Open client connections to this balancer instance"
         )
@@ -49,14 +197,92 @@ class TrafficCollector(Collector):
             answered.add_metric([code], count)
         yield answered
 
-    def _ring(self) -> Iterator[Metric]:
-        snapshot = self._view.current
+    @staticmethod
+    def _changes(movement: MovementLog) -> Iterator[Metric]:
+        """Membership changes this instance measured (the leader measures every one)."""
+        events = CounterMetricFamily(
+            "lb_scale_events", "Membership changes measured here, by kind", labels=["kind"]
+        )
+        for kind, count in sorted(movement.counts.items()):
+            events.add_metric([kind], count)
+        moved = CounterMetricFamily(
+            "lb_ring_moved_share",
+            "Sum over measured changes of the share of the hash space that changed owner",
+        )
+        moved.add_metric([], movement.moved_total)
+        yield from (events, moved)
+        if movement.last is not None:
+            last = GaugeMetricFamily(
+                "lb_ring_last_moved_share", "Share of the hash space the last change moved"
+            )
+            last.add_metric([], movement.last["moved_share"])
+            ideal = GaugeMetricFamily(
+                "lb_ring_last_ideal_share",
+                "The least any algorithm could have moved for the last change",
+            )
+            ideal.add_metric([], movement.last["ideal_share"])
+            yield from (last, ideal)
+
+    def _ring(self, snapshot: Snapshot) -> Iterator[Metric]:
         epoch = GaugeMetricFamily("lb_ring_epoch", "Membership epoch of the ring in use")
         epoch.add_metric([], snapshot.epoch)
         members = GaugeMetricFamily("lb_ring_members", "Replicas in the ring in use")
         members.add_metric([], len(snapshot.membership.replicas))
-        yield epoch
-        yield members
+        info = GaugeMetricFamily(
+            "lb_ring_info",
+            "The ring in use: its algorithm and fingerprint (equal on instances that agree)",
+            labels=["algorithm", "fingerprint"],
+        )
+        info.add_metric([snapshot.settings.algorithm, snapshot.fingerprint()], 1)
+        leader = GaugeMetricFamily("lb_leader", "1 while this instance is the leader")
+        leader.add_metric([], 1 if self._liveness.is_leader else 0)
+        yield from (epoch, members, info, leader)
+
+    def _members(self, snapshot: Snapshot, replicas: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        """Per-member gauges of the ring in use: liveness, weight, key-space share, and the
+        peak-to-mean of the requests each key owner completed since the ring was swapped in."""
+        up = GaugeMetricFamily(
+            "lb_replica_up",
+            "1 while the replica counts as alive as this instance knows it (the leader's probes, "
+            "else the store's liveness keys)",
+            labels=["replica"],
+        )
+        age = GaugeMetricFamily(
+            "lb_replica_heartbeat_age_seconds",
+            "Seconds since the replica last passed a heartbeat probe (only on the instance "
+            "that probes)",
+            labels=["replica"],
+        )
+        weight = GaugeMetricFamily("lb_replica_weight", "Weight of the replica", labels=["replica"])
+        share = GaugeMetricFamily(
+            "lb_replica_keyspace_share",
+            "Share of the key space the ring in use gives the replica",
+            labels=["replica"],
+        )
+        keyspace = self._keyspace.get(snapshot.ring)
+        now = time.monotonic()
+        for r in snapshot.membership.replicas:
+            weight.add_metric([r.name], r.weight)
+            if keyspace is not None:
+                share.add_metric([r.name], keyspace.get(r.name, 0.0))
+            alive = self._liveness.up(r.name)
+            if alive is not None:
+                up.add_metric([r.name], 1 if alive else 0)
+            seconds = self._liveness.heartbeat_age_s(r.name, now)
+            if seconds is not None:
+                age.add_metric([r.name], seconds)
+        peak = GaugeMetricFamily(
+            "lb_load_peak_to_mean",
+            "Max / mean of the requests each key-owning replica completed since this instance "
+            "began routing on the current ring (1 = perfectly even)",
+        )
+        loads = [
+            max(0, (replicas[n]["requests"] if n in replicas else 0) - self._epoch_base.get(n, 0))
+            for n in snapshot.ring.members
+        ]
+        if loads and sum(loads) > 0:
+            peak.add_metric([], max(loads) * len(loads) / sum(loads))
+        yield from (up, age, weight, share, peak)
 
     def _replicas(self, replicas: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         responses = CounterMetricFamily(
@@ -101,6 +327,30 @@ class TrafficCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             latency.add_metric([name], buckets, st["latency_sum_s"])
         yield from (responses, errors, retries, spills, in_flight, latency)
+
+    def _resilience(self, total: dict[str, Any]) -> Iterator[Metric]:
+        """Retry budget and outlier ejection (``balancer.http.exchange``, ``.outlier``)."""
+        exhausted = CounterMetricFamily(
+            "lb_retry_budget_exhausted",
+            "Retries not made because the retry budget was exhausted (the failure was answered)",
+        )
+        exhausted.add_metric([], total.get("retry_budget_exhausted", 0))
+        ejections = CounterMetricFamily(
+            "lb_outlier_ejections",
+            "Times outlier detection ejected the replica from routing",
+            labels=["replica"],
+        )
+        ejected = GaugeMetricFamily(
+            "lb_replica_ejected",
+            "1 while outlier detection ejects the replica (with workers: processes ejecting it)",
+            labels=["replica"],
+        )
+        current = set(self._view.current.addresses)
+        for name, st in sorted(total["replicas"].items()):
+            if name in current:
+                ejections.add_metric([name], st.get("ejections", 0))
+                ejected.add_metric([name], st.get("ejected", 0))
+        yield from (exhausted, ejections, ejected)
 
 
 def metrics_handler(

@@ -3,7 +3,8 @@
 Owns the contract's replica endpoints: ``GET /home`` answers
 ``{"message": "Hello from Server: <ID>", "status": "successful"}`` with content type exactly
 ``application/json``; ``GET /heartbeat`` answers 200 with an empty body; any other path is 404
-(the balancer turns that into the contract's error).
+(the balancer turns that into the contract's error). ``GET /metrics`` is the replica's own
+Prometheus exposition (``server.metrics``), on a registry of its own per app.
 Must not import: anything from ``balancer``.
 """
 
@@ -13,7 +14,10 @@ import json
 
 from aiohttp import web
 
+from server.metrics import ServerMetrics
+
 SERVER_ID_KEY = web.AppKey("server_id", str)
+METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 
 def home_body(server_id: str) -> bytes:
@@ -39,8 +43,11 @@ def create_app(server_id: str) -> web.Application:
     async def heartbeat(request: web.Request) -> web.Response:
         return web.Response(status=200)
 
-    app = web.Application()
+    metrics = ServerMetrics(server_id)
+    app = web.Application(middlewares=[metrics.middleware])
     app[SERVER_ID_KEY] = server_id
+    app[METRICS_KEY] = metrics
     app.router.add_get("/home", home)
     app.router.add_get("/heartbeat", heartbeat)
+    app.router.add_get("/metrics", metrics.handler)
     return app

@@ -39,6 +39,15 @@ async def test_each_change_is_logged_with_its_exact_movement(lb: Balancer) -> No
     assert [e["epoch"] for e in (boot, add, drain, rm)] == sorted(
         e["epoch"] for e in (boot, add, drain, rm)
     )
+    async with lb.client.get("/metrics") as resp:
+        text = await resp.text()
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert float(samples['lb_scale_events_total{kind="add"}']) == 2  # the boot and S4
+    assert float(samples['lb_scale_events_total{kind="weight"}']) == 1
+    assert float(samples["lb_ring_last_moved_share"]) == 0.0  # removing the drained S4
+    assert float(samples["lb_ring_moved_share_total"]) == pytest.approx(1 + 0.25 + 0.25, abs=1e-3)
 
 
 async def _count_at_least(lb: Balancer, n: int) -> bool:
