@@ -4,18 +4,24 @@ each moved), ``PUT /lb/settings`` (routing settings of every
 instance) and ``PUT /lb/weight`` (one replica's weight; 0 drains it).
 
 Owns request validation and the mapping of errors to responses. Every rejected request changes
-nothing and answers 400 ``{"message": "<Error> …", "status": "failure"}``; the two errors the
-contract fixes use its exact strings. Every instance answers every endpoint: a change that
-reaches a follower is handed to the leader through the relay and the leader's answer is
-replayed. When the shared store is unreachable, reads answer from the ring this instance routes
-on and changes answer 503.
+nothing and answers 4xx ``{"message": "<Error> …", "status": "failure"}``: 400 for a bad value
+(the two errors the contract fixes use its exact strings), 413 for a body over 64 KiB, 401 for
+a change without the admin token (only when one is configured), and, through ``middleware``,
+404/405 for an unknown path or method. Request bodies are strict JSON: one object, no duplicate
+keys, no NaN/Infinity, at most ``MAX_JSON_DEPTH`` levels deep. Every instance answers every
+endpoint: a change that reaches a follower is authenticated there, then handed to the leader
+through the relay and the leader's answer is replayed. When the shared store is unreachable,
+reads answer from the ring this instance routes on and changes answer 503.
 Must not import: redis, docker, ``balancer.proxy``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
+import math
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +35,7 @@ from balancer.errors import (
     StaleLeaderError,
     StoreUnavailable,
 )
-from balancer.hashing import RingSettings
+from balancer.hashing import Member, RingSettings
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView
 from balancer.movement_log import KEEP_EVENTS
@@ -46,24 +52,153 @@ from balancer.wire import (
     replicas_body,
 )
 
+MAX_WEIGHT = 1000
+MAX_BODY_BYTES = 64 * 1024  # admin bodies are a few dozen bytes; larger ones answer 413
+MAX_JSON_DEPTH = 32  # nesting levels of a request body (the contract's bodies have 2)
+# What a ring may cost to build, checked before a settings or weight change (and a simulation)
+# is accepted: the ring is rebuilt on every instance, on the event loop.
+MAX_RING_POINTS = 500_000  # algorithm=ring: points_per_weight × the sum of the weights
+MAX_PLACEMENTS = 1 << 16  # algorithm=assignment: vnodes × replicas placed ...
+MAX_PROBE_WORK = 1 << 23  # ... and, above half the slots, × slots (probing a full table)
+# The changes an admin token guards, as (method, route path); reads stay open.
+GUARDED = frozenset(
+    {
+        ("POST", "/add"),
+        ("DELETE", "/rm"),
+        ("POST", "/rm"),
+        ("PUT", "/lb/settings"),
+        ("PUT", "/lb/weight"),
+    }
+)
 
-def _reply(status: int, body: bytes) -> web.Response:
-    return web.Response(status=status, body=body, content_type=CONTENT_TYPE)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BodyTooLarge(RequestError):
+    """The request body is over ``MAX_BODY_BYTES`` (→ 413)."""
+
+
+class _Refused(ValueError):
+    """Raised by a JSON decoding hook: the text is JSON-shaped but not acceptable."""
+
+
+def _reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type=CONTENT_TYPE, headers=headers)
+
+
+def _refused(exc: RequestError) -> web.Response:
+    return _reply(413 if isinstance(exc, BodyTooLarge) else 400, error_body(str(exc)))
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, at most ``MAX_BODY_BYTES``.
+
+    Raises:
+        BodyTooLarge: the body (or its announced Content-Length) is larger.
+        RequestError: the body was cut short (the client went away).
+    """
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    try:
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    except ConnectionError as exc:
+        raise RequestError("The request body was cut short") from exc
+    return bytes(body)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: no duplicate keys, no NaN/Infinity or overflowing numbers, at most
+    ``MAX_JSON_DEPTH`` levels. An empty body is ``{}``.
+
+    Raises:
+        RequestError: with the message the client sees.
+    """
+    if not raw.strip():
+        return {}
+    too_deep = f"Request body is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+    try:
+        data = json.loads(
+            raw,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except RecursionError as exc:
+        raise RequestError(too_deep) from exc
+    except _Refused as exc:
+        raise RequestError(f"Request body is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise RequestError("Request body is not valid JSON") from exc
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise RequestError(too_deep)
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"duplicate key {_shown(key)}")
+            seen.add(key)
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"number out of range: {_shown(text)}")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (a scalar is 0), counted without recursion and
+    given up past ``MAX_JSON_DEPTH``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+async def _json_object(request: web.Request, example: str = "") -> dict[str, Any]:
+    data = parse_json(await read_body(request))
+    if not isinstance(data, dict):
+        raise RequestError(f"Request body must be a JSON object{example}")
+    return data
 
 
 async def parse_change(request: web.Request, too_many: str) -> tuple[int, list[str]]:
     """Validate an ``/add`` or ``/rm`` body → (n, hostnames).
 
     Raises:
-        RequestError: with the message the client sees.
+        RequestError: with the message the client sees (``BodyTooLarge``: over 64 KiB).
     """
-    raw = await request.read()
-    try:
-        data: Any = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError("Request body is not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise RequestError('Request body must be a JSON object like {"n": 1, "hostnames": []}')
+    data = await _json_object(request, ' like {"n": 1, "hostnames": []}')
     n = data.get("n")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise RequestError("'n' must be a positive integer")
@@ -76,8 +211,9 @@ async def parse_change(request: web.Request, too_many: str) -> tuple[int, list[s
         raise RequestError(too_many)
     bad = [h for h in hostnames if not is_valid_name(h)]
     if bad:
+        shown = ", ".join(map(_shown, bad[:5])) + (", …" if len(bad) > 5 else "")
         raise RequestError(
-            f"Invalid hostname(s): {', '.join(map(repr, bad))}; a hostname is 1-63 letters, "
+            f"Invalid hostname(s): {shown}; a hostname is 1-63 letters, "
             "digits, '.', '_' or '-' (starting with a letter or digit), optionally after 'Server '"
         )
     ids = [server_id(h) for h in hostnames]
@@ -85,6 +221,33 @@ async def parse_change(request: web.Request, too_many: str) -> tuple[int, list[s
     if dupes:
         raise RequestError(f"Duplicate hostname(s) in request: {', '.join(dupes)}")
     return n, hostnames
+
+
+def ring_cost_error(settings: RingSettings, members: Iterable[Member]) -> str | None:
+    """Why a ring of ``members`` under ``settings`` would cost too much to build, or None.
+
+    Every value here is in range on its own; together some would stall every instance for
+    seconds to hours (a ketama ring of millions of points, an assignment table probed full).
+    """
+    live = [m for m in members if m.weight > 0]
+    if settings.algorithm == "ring":
+        points = settings.points_per_weight * sum(m.weight for m in live)
+        if points > MAX_RING_POINTS:
+            return (
+                f"the ring would have {points} points (points_per_weight × the sum of the "
+                f"weights); at most {MAX_RING_POINTS}"
+            )
+    if settings.algorithm == "assignment":
+        placements = settings.vnodes * len(live)
+        if placements > MAX_PLACEMENTS or (
+            placements > settings.slots // 2 and placements * settings.slots > MAX_PROBE_WORK
+        ):
+            return (
+                f"{placements} virtual servers (vnodes × replicas) in {settings.slots} slots "
+                f"would take too long to place; at most {MAX_PLACEMENTS}, and at most half the "
+                "slots unless the table is small"
+            )
+    return None
 
 
 class AdminApi:
@@ -101,6 +264,7 @@ class AdminApi:
         leadership: Leadership,
         relay: AdminRelay,
         instance_id: str = "",
+        admin_token: str = "",
     ) -> None:
         self._manager = manager
         self._store = store
@@ -110,6 +274,7 @@ class AdminApi:
         self._leadership = leadership
         self._relay = relay
         self._instance_id = instance_id
+        self._token = admin_token.encode()  # empty: changes need no token
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -125,17 +290,68 @@ class AdminApi:
             web.post("/lb/worker-stats", self.worker_stats),
         ]
 
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """For the whole admin app: the admin token on changes (401 before anything is read)
+        and the errors aiohttp raises itself (unknown path 404, method 405, body 413) in the
+        contract's error shape."""
+        if self._token and _route_key(request) in GUARDED:
+            refusal = self._check_token(request)
+            if refusal is not None:
+                return refusal
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _http_error(request, exc)
+
+    def _check_token(self, request: web.Request) -> web.Response | None:
+        """None when the request carries the admin token, else the 401 answer."""
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            message = "This change needs the admin token: send 'Authorization: Bearer <token>'"
+        else:
+            try:
+                given = credentials.strip().encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                given = b""
+            if hmac.compare_digest(given, self._token):
+                return None
+            message = "The admin token is not valid"
+        return _reply(401, error_body(message), {"WWW-Authenticate": "Bearer"})
+
     async def membership(self, request: web.Request) -> web.Response:
         """The membership document, for worker processes; ``wait_epoch`` makes it a long poll."""
-        wait_epoch = request.query.get("wait_epoch")
-        if wait_epoch is not None:
-            timeout_s = min(float(request.query.get("timeout_s", "5")), 30.0)
-            await self._view.wait_for_change(int(wait_epoch), timeout_s)
+        if _from_data_path(request):
+            return _worker_only(request)
+        try:
+            wait_epoch = request.query.get("wait_epoch")
+            if wait_epoch is not None:
+                timeout_s = float(request.query.get("timeout_s", "5"))
+                if not 0 <= timeout_s <= 30:  # NaN too
+                    raise ValueError(timeout_s)
+                await self._view.wait_for_change(int(wait_epoch), timeout_s)
+        except ValueError:
+            return _reply(400, error_body("'wait_epoch' must be an integer, 'timeout_s' in 0..30"))
         return web.json_response(membership_json(self._view.current.membership))
 
     async def worker_stats(self, request: web.Request) -> web.Response:
         """A worker process's latest counters (reachable on the admin socket only)."""
-        self._stats.remote[request.query["id"]] = await request.json()
+        if _from_data_path(request):
+            return _worker_only(request)
+        worker = request.query.get("id")
+        try:
+            if not worker:
+                raise RequestError("'id' is required")
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise RequestError("Request body must be a JSON object")
+        except ValueError:
+            return _reply(400, error_body("Request body is not valid JSON"))
+        except RequestError as exc:
+            return _refused(exc)
+        self._stats.remote[worker] = data
         return web.Response(status=204)
 
     async def rep(self, request: web.Request) -> web.Response:
@@ -145,14 +361,14 @@ class AdminApi:
         try:
             n, hostnames = await parse_change(request, ADD_TOO_MANY_NAMES)
         except RequestError as exc:
-            return _reply(400, error_body(str(exc)))
+            return _refused(exc)
         return await self._change("add", {"n": n, "hostnames": hostnames})
 
     async def rm(self, request: web.Request) -> web.Response:
         try:
             n, hostnames = await parse_change(request, RM_TOO_MANY_NAMES)
         except RequestError as exc:
-            return _reply(400, error_body(str(exc)))
+            return _refused(exc)
         return await self._change("rm", {"n": n, "hostnames": hostnames})
 
     async def put_settings(self, request: web.Request) -> web.Response:
@@ -160,9 +376,17 @@ class AdminApi:
         (e.g. ``{"algorithm": "maglev"}``); the answer is the settings now in force."""
         try:
             data = await _json_object(request)
-            settings_from_json(data, self._view.current.settings)  # refuse early, change nothing
-        except (RequestError, ValueError) as exc:
+            current = self._view.current
+            # Refuse early, change nothing.
+            too_costly = ring_cost_error(
+                settings_from_json(data, current.settings), current.membership.members()
+            )
+            if too_costly:
+                raise RequestError(f"Settings refused: {too_costly}")
+        except ValueError as exc:
             return _reply(400, error_body(str(exc)))
+        except RequestError as exc:
+            return _refused(exc)
         return await self._change("settings", data)
 
     async def put_weight(self, request: web.Request) -> web.Response:
@@ -176,8 +400,18 @@ class AdminApi:
                 raise RequestError(f"'weight' must be an integer in 0..{MAX_WEIGHT}")
             if not 0 <= weight <= MAX_WEIGHT:
                 raise RequestError(f"'weight' must be an integer in 0..{MAX_WEIGHT}")
+            current = self._view.current
+            members = [
+                dataclasses.replace(m, weight=weight)
+                if server_id(m.name) == server_id(hostname)
+                else m
+                for m in current.membership.members()
+            ]
+            too_costly = ring_cost_error(current.settings, members)
+            if too_costly:
+                raise RequestError(f"Weight refused: {too_costly}")
         except RequestError as exc:
-            return _reply(400, error_body(str(exc)))
+            return _refused(exc)
         return await self._change("weight", {"hostname": hostname, "weight": weight})
 
     async def apply(self, op: str, args: dict[str, Any]) -> AdminReply:
@@ -241,7 +475,7 @@ class AdminApi:
     async def events(self, request: web.Request) -> web.Response:
         """The latest membership changes with the share of keys each moved, newest first."""
         raw = request.query.get("limit", "50")
-        limit = int(raw) if raw.isdecimal() else 0
+        limit = int(raw) if raw.isdecimal() and len(raw) < 10 else 0
         if not 1 <= limit <= KEEP_EVENTS:
             return _reply(400, error_body(f"'limit' must be an integer in 1..{KEEP_EVENTS}"))
         try:
@@ -291,9 +525,6 @@ class AdminApi:
         return web.json_response(body)
 
 
-MAX_WEIGHT = 1000
-
-
 def public_settings(settings: RingSettings) -> dict[str, Any]:
     """Routing settings as operators see them: a keyed hash's seed is a secret and is hidden
     (xxh3's seed is a fixed, public constant by default)."""
@@ -303,16 +534,39 @@ def public_settings(settings: RingSettings) -> dict[str, Any]:
     return shown
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        data: Any = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError("Request body is not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise RequestError("Request body must be a JSON object")
-    return data
-
-
 def _store_down(exc: StoreUnavailable) -> str:
     return f"The shared state store is unavailable, so replicas cannot change now: {exc}"
+
+
+def _route_key(request: web.Request) -> tuple[str, str | None]:
+    """(method, the path of the route the request matched) — None for no route."""
+    route = request.match_info.route
+    resource = route.resource
+    return route.method, None if resource is None else resource.canonical
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """One of aiohttp's own error answers, in the contract's error shape."""
+    path = _shown(request.path, 80)
+    headers = {}
+    if isinstance(exc, web.HTTPNotFound):
+        message = f"No admin endpoint {path}; GET /lb/openapi.json lists them"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{_shown(request.method, 20)} is not allowed on {path}; allowed: {allowed}"
+        headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = "Request body is too large"
+    else:
+        message = exc.reason
+    return _reply(exc.status, error_body(message), headers)
+
+
+def _from_data_path(request: web.Request) -> bool:
+    """Whether a request came through the public port: the data path always appends
+    X-Forwarded-For, worker processes on the admin socket never send it."""
+    return "X-Forwarded-For" in request.headers
+
+
+def _worker_only(request: web.Request) -> web.Response:
+    return _reply(404, error_body(f"{_shown(request.path, 80)} is for worker processes only"))

@@ -33,21 +33,24 @@ from balancer.accesslog import AccessLog
 from balancer.admin import AdminApi
 from balancer.config import Settings
 from balancer.coordination import AdminRelay, Leadership, NoRelay, SoloLeadership
+from balancer.discovery import TargetsApi
 from balancer.duties import LeaderDuties
 from balancer.errors import LBError, StoreUnavailable
 from balancer.health import HealthMonitor, wait_ready
-from balancer.http.frontend import Frontend
+from balancer.http.frontend import Frontend, ejection_policy, retry_policy
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView, Snapshot
-from balancer.metrics import TrafficCollector, metrics_handler
+from balancer.metrics import Liveness, TrafficCollector, metrics_handler
 from balancer.movement_log import MovementLog
+from balancer.openapi import routes as openapi_routes
 from balancer.routing_api import RoutingApi
 from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
 from balancer.store import Store
 from balancer.supervisor import Supervisor
+from balancer.ui import UiApi
 from balancer.workers import WorkerSet
 
 log = logging.getLogger(__name__)
@@ -78,11 +81,14 @@ class BalancerService:
         self.instance_id = settings.instance_id or f"solo:{settings.port}"
         self.view = RingView(store, settings.ring)
         self.stats = TrafficStats()
+        self.movement = MovementLog(store, settings.ring)
         self.registry = CollectorRegistry()
-        self.registry.register(TrafficCollector(self.stats, self.view))
+        self.liveness = Liveness(self.view, self.leadership)  # for lb_replica_up, read at scrape
+        self.registry.register(
+            TrafficCollector(self.stats, self.view, self.liveness, self.movement)
+        )
         self.pool = UpstreamPool(connect_timeout_s=settings.upstream_connect_timeout_s)
         self.view.listeners.append(self._on_ring_swap)
-        self.movement = MovementLog(store, settings.ring)
         self.port = 0
         self._worker_argv = list(worker_argv)
         self._stack = contextlib.AsyncExitStack()
@@ -126,6 +132,7 @@ class BalancerService:
             leadership=self.leadership,
             relay=self.relay,
             instance_id=self.instance_id,
+            admin_token=s.admin_token,
         )
         admin_address = await self._serve_admin(admin)
         # Phase 3: leadership and the replicas.
@@ -151,6 +158,8 @@ class BalancerService:
             client_idle_timeout_s=s.client_idle_timeout_s,
             header_timeout_s=s.header_timeout_s,
             access=AccessLog(s.access_log_sample),
+            retry=retry_policy(s),
+            ejection=ejection_policy(s),
         )
         server = await fe.listen(s.host, s.port, reuse_port=s.workers > 1)
         stack.callback(fe.close_all)
@@ -185,7 +194,7 @@ class BalancerService:
     def _manager(self, probe_session: aiohttp.ClientSession) -> ReplicaManager:
         s = self.settings
         ready = partial(wait_ready, probe_session, timeout_s=s.spawn_timeout_s)
-        alive_ttl_s = s.heartbeat_interval_s * s.heartbeat_fails + min(
+        alive_ttl_s = s.heartbeat_interval_s * (1 + s.heartbeat_jitter) * s.heartbeat_fails + min(
             s.heartbeat_timeout_s, s.heartbeat_interval_s
         )
         return ReplicaManager(
@@ -200,11 +209,20 @@ class BalancerService:
             on_commit=self.movement.committed,
         )
 
+    async def _is_running(self, name: str) -> bool:
+        """Whether the runtime still runs a replica (its process or container exists)."""
+        return any(h.name == name for h in await self.runtime.list())
+
     def _duties(
         self, manager: ReplicaManager, probe_session: aiohttp.ClientSession, admin: AdminApi
     ) -> LeaderDuties:
         s = self.settings
-        supervisor = Supervisor(manager, self.store)
+        supervisor = Supervisor(
+            manager,
+            self.store,
+            replace_after_s=s.replace_after_s,
+            is_running=self._is_running,
+        )
         monitor = HealthMonitor(
             self.store,
             self.view,
@@ -213,7 +231,11 @@ class BalancerService:
             interval_s=s.heartbeat_interval_s,
             timeout_s=s.heartbeat_timeout_s,
             fails=s.heartbeat_fails,
+            rise=s.heartbeat_rise,
+            jitter=s.heartbeat_jitter,
+            on_up=supervisor.on_up,
         )
+        self.liveness.monitor = monitor
         return LeaderDuties(
             self.leadership,
             manager,
@@ -226,10 +248,13 @@ class BalancerService:
         )
 
     async def _serve_admin(self, admin: AdminApi) -> str:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[admin.middleware])
         app.router.add_routes(admin.routes())
         app.router.add_routes(RoutingApi(self.view).routes())
+        app.router.add_routes(TargetsApi(self.view).routes())
+        app.router.add_routes(UiApi(self.view, self.stats).routes())
         app.router.add_get("/metrics", metrics_handler(self.registry))
+        app.router.add_routes(openapi_routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
@@ -259,7 +284,17 @@ class BalancerService:
             self._beats += 1
             with contextlib.suppress(StoreUnavailable):  # the ring watcher reports outages
                 await self.store.announce(self.instance_id, self.status(), ttl_s)
+            await self.liveness.refresh(self.store)  # never raises; no-op on a steady leader
+            if self.frontend is not None:
+                self.frontend.hold_down(self._down())
             await asyncio.sleep(_ANNOUNCE_EVERY_S)
+
+    def _down(self) -> set[str]:
+        """Members the health checks report DOWN. None when all of them look DOWN: that is a
+        gap in the checks (no leader probing yet), not a verdict on every replica."""
+        members = self.view.current.ring.members
+        down = {name for name in members if self.liveness.up(name) is False}
+        return set() if len(down) == len(members) else down
 
     async def _retire(self) -> None:
         """Stop the replicas if no other instance is left to route to them."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -52,13 +53,34 @@ _HELP: dict[str, str] = {
     "path; no match → a random 6-digit id",
     "heartbeat_interval_s": "seconds between /heartbeat probes of each replica",
     "heartbeat_timeout_s": "seconds a probe may take",
-    "heartbeat_fails": "consecutive failed probes that mark a replica dead",
+    "heartbeat_fails": "fall: consecutive failed probes that mark a replica DOWN",
+    "heartbeat_rise": "rise: consecutive passed probes that bring a DOWN replica back UP",
+    "heartbeat_jitter": "spread of the probe interval, a fraction of it (0..0.5)",
+    "replace_after_s": "seconds a DOWN replica that still runs may take to rise before it is "
+    "replaced (0: replace at once; one whose process or container is gone is always replaced "
+    "at once)",
     "spawn_timeout_s": "seconds a new replica has to pass its first heartbeat",
     "upstream_connect_timeout_s": "seconds to connect to a replica",
     "upstream_timeout_s": "seconds from sending a request to a replica to its complete answer",
     "client_idle_timeout_s": "seconds an idle keep-alive client connection stays open",
     "header_timeout_s": "seconds a client has to send a complete request head (else 408)",
     "retries": "extra replicas tried when a replica refuses or drops a connection",
+    "retry_methods": "comma list of methods retried once bytes of the request reached a replica "
+    "(upper-cased; default the idempotent GET,HEAD,OPTIONS; empty: none); a request that "
+    "never reached one (connect failed) is retried whatever its method",
+    "retry_on": "comma list of what is retried on the key's next replica: connect (refused or "
+    "failed), reset (closed before any response byte), 5xx (a 502/503/504 answered by the "
+    "replica, before anything was relayed); empty: no retries",
+    "retry_timeout_s": "seconds from a request's start after which it gets no new attempt",
+    "retry_budget": "retries in flight per process may not exceed max(3, this share of the "
+    "requests in flight); beyond it the failure is answered (0..1)",
+    "eject_consecutive": "outlier detection: failed requests in a row (connect errors, resets, "
+    "timeouts) that eject a replica from this process's routing; 0 = off",
+    "eject_on_5xx": "outlier detection also counts 502/503/504 answered by a replica: true "
+    "(default) or false",
+    "base_ejection_s": "seconds of a replica's first ejection; the n-th lasts n times as long",
+    "max_ejection_s": "upper bound of one ejection, in seconds",
+    "max_ejection_share": "at most floor(this × members) replicas are ejected at once (0..1)",
     "runtime": "how replicas run: process (local processes on loopback) or docker (containers "
     "on --docker-network, through the Docker socket)",
     "docker_image": "image of the replica containers (runtime=docker)",
@@ -77,6 +99,9 @@ _HELP: dict[str, str] = {
     "redis_timeout_s": "seconds any single Redis call may take",
     "access_log_sample": "fraction of requests logged as JSON lines (logger balancer.access); "
     "0 = off",
+    "admin_token": "bearer token the changes (POST /add, DELETE|POST /rm, PUT /lb/settings, PUT "
+    "/lb/weight) require as 'Authorization: Bearer <token>'; reads stay open; empty = off (the "
+    "contract's clients send none). A secret: pass it through LB_ADMIN_TOKEN or the file",
 }
 
 
@@ -100,12 +125,24 @@ class Settings:
     heartbeat_interval_s: float = 0.5
     heartbeat_timeout_s: float = 0.5
     heartbeat_fails: int = 2
+    heartbeat_rise: int = 2
+    heartbeat_jitter: float = 0.1
+    replace_after_s: float = 0.0
     spawn_timeout_s: float = 10.0
     upstream_connect_timeout_s: float = 1.0
     upstream_timeout_s: float = 30.0
     client_idle_timeout_s: float = 60.0
     header_timeout_s: float = 10.0
     retries: int = 2
+    retry_methods: str = "GET,HEAD,OPTIONS"
+    retry_on: str = "connect,reset"
+    retry_timeout_s: float = 5.0
+    retry_budget: float = 0.2
+    eject_consecutive: int = 5
+    eject_on_5xx: bool = True
+    base_ejection_s: float = 2.0
+    max_ejection_s: float = 30.0
+    max_ejection_share: float = 0.5
     runtime: RuntimeName = "process"
     backends: str = ""
     replica_host: str = "127.0.0.1"
@@ -120,9 +157,17 @@ class Settings:
     instance_id: str = ""
     leader_ttl_s: float = 3.0
     redis_timeout_s: float = 1.0
+    admin_token: str = dataclasses.field(default="", repr=False)  # a secret
 
     def __post_init__(self) -> None:
-        for name in ("slots", "points_per_weight", "heartbeat_fails", "max_replicas", "workers"):
+        for name in (
+            "slots",
+            "points_per_weight",
+            "heartbeat_fails",
+            "heartbeat_rise",
+            "max_replicas",
+            "workers",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         for name in _SECONDS:
@@ -139,7 +184,28 @@ class Settings:
                 "percentage 125",
             ),
             (self.retries >= 0, "retries must be at least 0"),
+            (
+                all(_TOKEN.fullmatch(m) for m in self.retry_method_set),
+                "retry_methods must be a comma list of HTTP methods",
+            ),
+            (
+                self.retry_on_set <= RETRY_CONDITIONS,
+                f"retry_on must be a comma list of {', '.join(sorted(RETRY_CONDITIONS))}",
+            ),
+            (0.0 <= self.retry_budget <= 1.0, "retry_budget must be in [0, 1]"),
+            (self.eject_consecutive >= 0, "eject_consecutive must be at least 0"),
+            (
+                self.max_ejection_s >= self.base_ejection_s,
+                "max_ejection_s must be at least base_ejection_s",
+            ),
+            (0.0 <= self.max_ejection_share <= 1.0, "max_ejection_share must be in [0, 1]"),
+            (0.0 <= self.heartbeat_jitter <= 0.5, "heartbeat_jitter must be in [0, 0.5]"),
+            (self.replace_after_s >= 0, "replace_after_s must be at least 0"),
             (0.0 <= self.access_log_sample <= 1.0, "access_log_sample must be in [0, 1]"),
+            (
+                all("!" <= c <= "~" for c in self.admin_token),
+                "admin_token must be printable ASCII without spaces",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -156,6 +222,14 @@ class Settings:
             0 <= self.hash_seed < 1 << bits,
             f"hash_seed must be in [0, 2**{bits}) for hash_name {self.hash_name}",
         )
+
+    @property
+    def retry_method_set(self) -> frozenset[str]:
+        return frozenset(m.strip().upper() for m in self.retry_methods.split(",") if m.strip())
+
+    @property
+    def retry_on_set(self) -> frozenset[str]:
+        return frozenset(c.strip().lower() for c in self.retry_on.split(",") if c.strip())
 
     @property
     def backend_list(self) -> list[str]:
@@ -178,6 +252,9 @@ class Settings:
 
 
 _SECONDS = (
+    "retry_timeout_s",
+    "base_ejection_s",
+    "max_ejection_s",
     "heartbeat_interval_s",
     "heartbeat_timeout_s",
     "spawn_timeout_s",
@@ -189,7 +266,11 @@ _SECONDS = (
     "redis_timeout_s",
     "docker_timeout_s",
 )
-_SECRETS = frozenset({"hash_seed"})  # never echoed in errors, not in repr(Settings)
+RETRY_CONDITIONS = frozenset({"connect", "reset", "5xx"})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS.update({"false": False, "0": False, "no": False, "off": False})
+_SECRETS = frozenset({"hash_seed", "admin_token"})  # never echoed in errors, not in repr(Settings)
 _HINTS = typing.get_type_hints(Settings)
 _FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
@@ -250,6 +331,8 @@ def _coerce(name: str, raw: object) -> object:
         if raw not in options:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}; got {raw!r}")
         return raw
+    if hint is bool:
+        return _boolean(name, raw)
     try:
         if hint is int:
             text = str(raw).strip()
@@ -262,3 +345,12 @@ def _coerce(name: str, raw: object) -> object:
             raise ConfigError(f"{name} must be a {hint.__name__}") from None
         raise ConfigError(f"{name} must be a {hint.__name__}; got {raw!r}") from exc
     return str(raw)
+
+
+def _boolean(name: str, raw: object) -> bool:
+    if isinstance(raw, bool):  # TOML true/false
+        return raw
+    value = _BOOLEANS.get(str(raw).strip().lower())
+    if value is None:
+        raise ConfigError(f"{name} must be true or false; got {raw!r}")
+    return value

@@ -119,9 +119,9 @@ class HealthMonitor:
         return self._interval_s * (1 + self._jitter * self._rng.uniform(-1.0, 1.0))
 
     def alive(self, name: str) -> bool | None:
-        """Whether ``name`` counts as alive by this term's probes: it passed one and has not
-        failed ``fails`` in a row since (what its liveness key in the store says too). None
-        until one of its probes passed this term."""
+        """Whether ``name`` counts as alive by this term's probes: it passed one and is UP (not
+        DOWN after ``fails`` failures in a row, or UP again after ``rise`` passes), which its
+        liveness key in the store says too. None until one of its probes passed this term."""
         if name not in self.passed_at:
             return None
         return name not in self.down

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from balancer.admin import MAX_WEIGHT, public_settings
+from balancer.admin import MAX_WEIGHT, public_settings, ring_cost_error
 from balancer.errors import RequestError
 from balancer.hashing import Member, NoReplicasError, build_ring, next_state
 from balancer.hashing.movement import ideal_share, moved_share
@@ -26,6 +26,8 @@ from balancer.wire import CONTENT_TYPE, error_body, message_body
 
 MAX_CANDIDATES = 16
 MAX_SIMULATED_ADDS = 1000
+# Rendezvous is simulated by sampling keys, each over every member: about 30 ms per member.
+MAX_SAMPLED_MEMBERS = 64
 
 
 class RoutingApi:
@@ -65,6 +67,8 @@ class RoutingApi:
             candidates = snapshot.ring.candidates(key, count)
         except NoReplicasError:
             return _reply(503, error_body("No replicas available"))
+        except ValueError:  # the assignment scheme's Rid: a decimal key over 4300 digits
+            return _bad("'key' cannot be routed: a decimal key is too long")
         return _ok(
             {
                 "key": key,
@@ -84,6 +88,11 @@ class RoutingApi:
         except RequestError as exc:
             return _bad(str(exc))
         settings = snapshot.settings
+        too_costly = ring_cost_error(settings, after)
+        if settings.algorithm == "rendezvous" and len(after) > MAX_SAMPLED_MEMBERS:
+            too_costly = f"rendezvous is simulated for at most {MAX_SAMPLED_MEMBERS} replicas"
+        if too_costly:
+            return _bad(f"Not simulated: {too_costly}")
 
         def measure() -> tuple[int, float]:
             state = next_state(before, snapshot.membership.ring_state, after, settings)

@@ -38,6 +38,8 @@ class ReplicaStats:
         "buckets",
         "by_class",
         "connecting",
+        "ejected",
+        "ejections",
         "errors",
         "in_flight",
         "latency_sum_s",
@@ -54,6 +56,8 @@ class ReplicaStats:
         self.in_flight = 0  # requests sent on a connection, response not complete
         self.connecting = 0  # requests waiting for a new connection to this replica
         self.spills = 0  # requests this replica owned that bounded loads sent elsewhere
+        self.ejections = 0  # times outlier detection ejected it (balancer.http.outlier)
+        self.ejected = 0  # 1 while ejected (reset by the sweeper within 0.25 s of the end)
         self.latency_sum_s = 0.0
         self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
 
@@ -75,6 +79,11 @@ class TrafficStats:
         # Σ in_flight + connecting over every ReplicaStats of this process, the admin route's
         # too: the total of the bounded-load cap, kept as a counter so no request has to sum.
         self.load = 0
+        # Retries: requests on a retry attempt now (the retry budget's numerator), its peak,
+        # and retries refused because the budget was exhausted.
+        self.retries_in_flight = 0
+        self.retries_in_flight_peak = 0
+        self.retry_budget_exhausted = 0
         self.remote: dict[str, dict[str, Any]] = {}  # worker id → its latest snapshot
 
     def replica(self, name: str) -> ReplicaStats:
@@ -100,6 +109,7 @@ def stats_snapshot(stats: TrafficStats) -> dict[str, Any]:
         "client_connections": stats.client_connections,
         "client_errors": dict(stats.client_errors),
         "no_replica": stats.no_replica,
+        "retry_budget_exhausted": stats.retry_budget_exhausted,
         "replicas": {name: stats_snapshot_of(st) for name, st in stats.replicas.items()},
     }
 
@@ -110,12 +120,15 @@ def merged(stats: TrafficStats) -> dict[str, Any]:
     for snap in stats.remote.values():
         total["client_connections"] += snap["client_connections"]
         total["no_replica"] += snap["no_replica"]
+        total["retry_budget_exhausted"] += snap.get("retry_budget_exhausted", 0)
         for code, count in snap["client_errors"].items():
             total["client_errors"][code] = total["client_errors"].get(code, 0) + count
         for name, theirs in snap["replicas"].items():
             mine = total["replicas"].setdefault(name, _zero())
             for key in ("requests", "retries", "spills", "in_flight", "latency_sum_s"):
                 mine[key] += theirs[key]
+            for key in ("ejections", "ejected"):  # ejected: how many processes eject it
+                mine[key] += theirs.get(key, 0)
             mine["by_class"] = [
                 a + b for a, b in zip(mine["by_class"], theirs["by_class"], strict=True)
             ]
@@ -137,6 +150,8 @@ def stats_snapshot_of(st: ReplicaStats) -> dict[str, Any]:
         "errors": dict(st.errors),
         "retries": st.retries,
         "spills": st.spills,
+        "ejections": st.ejections,
+        "ejected": st.ejected,
         "in_flight": st.in_flight,
         "latency_sum_s": st.latency_sum_s,
         "buckets": list(st.buckets),

@@ -24,7 +24,7 @@ import aiohttp
 
 from balancer.accesslog import AccessLog
 from balancer.config import Settings
-from balancer.http.frontend import Frontend
+from balancer.http.frontend import Frontend, ejection_policy, retry_policy
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.membership import RingView
@@ -79,6 +79,8 @@ async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> 
             client_idle_timeout_s=settings.client_idle_timeout_s,
             header_timeout_s=settings.header_timeout_s,
             access=AccessLog(settings.access_log_sample),
+            retry=retry_policy(settings),
+            ejection=ejection_policy(settings),
         )
         server = await fe.listen(settings.host, settings.port, reuse_port=True)
         gc.collect()

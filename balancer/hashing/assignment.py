@@ -8,8 +8,8 @@ linearly (s+1, s+2, …) or quadratically (s+1², s+2², …); one that finds no
 ``M`` probes is left out (counted in ``unplaced``). Servers are placed in ascending
 (index, name) order, all ``K`` virtual servers of one server before the next server.
 
-A key that is a decimal number is its own ``Rid``; any other key is mapped to a 6-digit ``Rid``
-by the ring's fixed-seed hash, so every key source works in this mode.
+A key that is a decimal number (up to 18 digits) is its own ``Rid``; any other key is mapped to a
+6-digit ``Rid`` by the ring's fixed-seed hash, so every key source works in this mode.
 Must not import: asyncio, aiohttp, redis, docker, prometheus_client.
 """
 
@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 from balancer.hashing.base import Member, NoReplicasError, Probing, checked_members
 from balancer.hashing.hashes import HashFn
+
+_MAX_RID_DIGITS = 18
 
 
 def request_slot(rid: int, slots: int) -> int:
@@ -77,8 +79,9 @@ class AssignmentRing:
         return self._members
 
     def request_id(self, key: str) -> int:
-        """The ``Rid`` of a key: the key itself when it is a decimal number, else a 6-digit id."""
-        if key.isdecimal() and key.isascii():
+        """The ``Rid`` of a key: the key itself when it is a decimal number (of at most 18
+        digits: a longer one is hashed like any other key, never parsed), else a 6-digit id."""
+        if len(key) <= _MAX_RID_DIGITS and key.isdecimal() and key.isascii():
             return int(key)
         return 100_000 + self._hash(key.encode()) % 900_000
 

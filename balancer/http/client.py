@@ -2,9 +2,12 @@
 
 Owns ``ClientConn`` (an ``asyncio.Protocol`` per client connection: parses requests, builds the
 upstream request head, runs one ``Exchange`` at a time and queues pipelined ones, answers
-malformed requests) and the per-header rules it applies. A complete, bodiless HTTP/1.1 head
-without hop-by-hop fields takes ``_fast_path`` (forwarded as received plus X-Forwarded-For);
-everything else takes the full per-field path.
+malformed requests) and the per-header rules it applies. A complete, bodiless HTTP/1.1 head of
+at most 8000 bytes with one Host and without hop-by-hop fields takes ``_fast_path`` (forwarded
+as received plus X-Forwarded-For); everything else takes the full per-field path, which
+enforces the limits: 400 for what llhttp refuses, HTTP/0.9 and a missing or repeated Host; 414
+for a request target over 8000 bytes; 431 for a field line over 8000 bytes, more than 100
+field lines or a head over 32 KiB; every answer in the contract's error shape, then close.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics")
+ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics", b"/ui")
 # Paths only worker processes use, over the primary's admin socket: never served on the public
 # port (the membership document carries the routing settings, a keyed hash's secret seed too).
 WORKER_ONLY = (b"/lb/worker-stats", b"/lb/membership")
@@ -39,16 +42,31 @@ ADMIN_ROUTES = frozenset(
         (b"/rm", b"DELETE"),
         (b"/rm", b"POST"),
         (b"/metrics", b"GET"),
+        (b"/ui", b"GET"),  # the live ring page (balancer.ui)
+        (b"/ui", b"HEAD"),
     }
 )
 REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
+    414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
+# Limits of a request head besides its size (Frontend.max_head_bytes, else 431): the request
+# target (else 414), one field line and the number of field lines (else 431). Just below those
+# of aiohttp's parser (8190 bytes, 128 fields), so the admin app (and aiohttp replicas) never
+# refuse a head the data path forwarded, in a shape other than the contract's.
+MAX_TARGET_BYTES = 8000
+MAX_FIELD_BYTES = 8000
+MAX_FIELDS = 100
+# Only public /lb/ paths in their plain spelling reach the admin app: aiohttp decodes %-escapes
+# and drops a #fragment, so "/lb/%6Dembership" would otherwise reach a WORKER_ONLY route.
+_FAST_PATH_MAX = min(MAX_TARGET_BYTES, MAX_FIELD_BYTES)  # no line of a shorter head is too long
+_FEW_FIELDS_MAX = 4 * MAX_FIELDS  # a shorter head has at most MAX_FIELDS lines ("a:" CRLF)
+_PLAIN_ADMIN_PATH = re.compile(rb"/lb/[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 # A request head that needs more than forwarding as received plus X-Forwarded-For: a body or
@@ -72,21 +90,43 @@ class _Validator:
         self.complete = True
 
 
+class _Discard(list[bytes]):
+    """A list that keeps nothing: where the trailer fields of a chunked request go."""
+
+    def append(self, item: bytes) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+
+
 # What the data path does with a request header (absent from the table: forward it).
-_DROP, _CAPTURE, _LIST, _XFF = range(4)
+_DROP, _CAPTURE, _LIST, _XFF, _HOST = range(5)
 
 
 def header_actions(key_headers: frozenset[bytes]) -> dict[bytes, int]:
     actions = dict.fromkeys(HOP_BY_HOP, _DROP)
     actions[b"connection"] = actions[b"transfer-encoding"] = _LIST
     actions[b"x-forwarded-for"] = _XFF
+    actions[b"host"] = _HOST  # exactly one is required (RFC 9112 §3.2)
     for name in key_headers:
         actions.setdefault(name, _CAPTURE)
     return actions
 
 
 class HeadTooLarge(Exception):
-    """Raised inside a parser callback: the request head exceeds the limit (→ 431)."""
+    """Raised inside a parser callback: the request head exceeds a limit (→ 431)."""
+
+
+class MalformedHead(Exception):
+    """Raised inside a parser callback: a head llhttp accepts that is still not valid (→ 400)."""
+
+
+class TargetTooLong(Exception):
+    """Raised inside a parser callback: the request target exceeds its limit (→ 414)."""
+
+
+_CALLBACK_STATUS: dict[type[BaseException], int] = {HeadTooLarge: 431, TargetTooLong: 414}
 
 
 class ClientConn(asyncio.Protocol):
@@ -102,6 +142,7 @@ class ClientConn(asyncio.Protocol):
         "_headers",
         "_parsing",
         "_paused",
+        "_unlisted",
         "_url",
         "_validator",
         "_validator_state",
@@ -141,6 +182,7 @@ class ClientConn(asyncio.Protocol):
         self._xff: bytes | None = None
         self._chunked = False
         self._head_bytes = 0
+        self._unlisted = 0  # field lines of the head not kept in _headers
         self.head_started = 0.0
         self.idle_since = fe.loop.time()
 
@@ -189,8 +231,9 @@ class ClientConn(asyncio.Protocol):
                 self._parsing.keep_alive = False
             self.pause_reading(self.PAUSE_PIPELINE)
         except httptools.HttpParserCallbackError as exc:
-            too_large = isinstance(exc.__context__, HeadTooLarge)  # httptools chains it
-            self._protocol_error(431 if too_large else 400)
+            # httptools chains what the callback raised
+            cause = exc.__context__
+            self._protocol_error(400 if cause is None else _CALLBACK_STATUS.get(type(cause), 400))
         except httptools.HttpParserError:
             self._protocol_error(400)
 
@@ -221,20 +264,24 @@ class ClientConn(asyncio.Protocol):
 
     def _fast_path(self, data: bytes) -> bool:
         """Handle one complete, bodiless HTTP/1.1 request head; False: use the full path."""
-        fe = self.fe
-        if len(data) > fe.max_head_bytes:
+        # Longer heads, or heads with many lines, go to the full path, which checks each limit.
+        size = len(data)
+        if size > _FAST_PATH_MAX or (
+            size > _FEW_FIELDS_MAX and data.count(b"\r\n") > MAX_FIELDS + 2
+        ):
             return False
         lower = data.lower()
         if _NEEDS_FULL_PATH.search(lower) is not None:
             return False
         line_end = data.find(b"\r\n")
-        if data[line_end - 9 : line_end] != b" HTTP/1.1":
-            return False
+        if data[line_end - 9 : line_end] != b" HTTP/1.1" or lower.count(b"\r\nhost:") != 1:
+            return False  # no Host or several: the full path answers 400
         state = self._validator_state
         state.complete = False
         try:
             self._validator.feed_data(data)  # llhttp's checks, without per-field callbacks
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            # Malformed, or CONNECT (not an HttpParserError): the full path answers it.
             self._validator = httptools.HttpRequestParser(state)  # the old one is spent
             return False
         if not state.complete:
@@ -273,6 +320,7 @@ class ClientConn(asyncio.Protocol):
         self._xff = None
         self._chunked = False
         self._head_bytes = 0
+        self._unlisted = 0
         self.head_started = self.fe.loop.time()
 
     def on_url(self, url: bytes) -> None:
@@ -283,27 +331,50 @@ class ClientConn(asyncio.Protocol):
         action = self.fe.header_actions.get(lower)
         if action is None:  # the common case: forward as received
             self._headers.append(b"%s: %s\r\n" % (name, value))
-        elif action == _CAPTURE:  # a key source: forward and remember
+            return
+        if action == _HOST:  # forward, remember, and refuse a second one
+            if lower in self._captured:
+                raise MalformedHead
             self._captured[lower] = value
             self._headers.append(b"%s: %s\r\n" % (name, value))
-        elif action == _LIST:  # Connection / Transfer-Encoding: hop-by-hop, but needed
+            return
+        if action == _CAPTURE:  # a key source: forward and remember
+            self._captured[lower] = value
+            self._headers.append(b"%s: %s\r\n" % (name, value))
+            return
+        if action == _LIST:  # Connection / Transfer-Encoding: hop-by-hop, but needed
             # Repeated lines are one comma-joined list (RFC 9110 §5.3). llhttp accepts a
             # request coding list only when it ends in chunked.
             prior = self._captured.get(lower)
-            self._captured[lower] = value.lower() if prior is None else prior + b", " + value
+            value = value.lower() if prior is None else prior + b", " + value
+            self._captured[lower] = value
             self._chunked = self._chunked or lower == b"transfer-encoding"
         elif action == _XFF:
-            self._xff = value if self._xff is None else self._xff + b", " + value
-        # _DROP: other hop-by-hop fields are not forwarded
+            value = value if self._xff is None else self._xff + b", " + value
+            self._xff = value
+        # else _DROP: other hop-by-hop fields are not forwarded
+        # Fields not kept in _headers (checked at the head's end) are counted and checked here.
+        self._unlisted += 1
+        if len(value) > MAX_FIELD_BYTES:
+            raise HeadTooLarge
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         url = self._url
         headers = self._headers
-        if len(url) + sum(map(len, headers)) > self.fe.max_head_bytes:
+        size = len(url) + sum(map(len, headers))
+        if size > self.fe.max_head_bytes or len(headers) + self._unlisted > MAX_FIELDS:
             raise HeadTooLarge
+        if size > MAX_FIELD_BYTES:  # else no line can be over its limit
+            if len(url) > MAX_TARGET_BYTES:
+                raise TargetTooLong
+            if max(map(len, headers), default=0) > MAX_FIELD_BYTES + 2:  # + CRLF
+                raise HeadTooLarge
         method = parser.get_method()
-        http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        http10 = version == "1.0"
+        if not http10 and (version != "1.1" or b"host" not in self._captured):
+            raise MalformedHead  # HTTP/0.9; HTTP/1.1 without Host (RFC 9112 §3.2)
         head = self._build_head(method, url, headers, http10)
         admin = url.startswith(ADMIN_PREFIXES) and is_admin(url, method)
         ex = Exchange(
@@ -321,6 +392,7 @@ class ClientConn(asyncio.Protocol):
         )
         self._parsing = ex
         self.head_started = 0.0
+        self._headers = _DISCARD  # trailer fields (if any) are not forwarded: never kept
         if self.exchange is None:
             self.exchange = ex
             ex.start()
@@ -342,7 +414,7 @@ class ClientConn(asyncio.Protocol):
             else b"X-Forwarded-For: %s, %s\r\n" % (self._xff, self.peer.encode())
         )
         extra = b""
-        if http10 and not any(h[:5].lower() == b"host:" for h in headers):
+        if http10 and b"host" not in captured:
             extra = b"Host: localhost\r\n"
         if self._chunked:  # the body is re-chunked on the way; other codings stay as they are
             extra += b"Transfer-Encoding: %s\r\n" % captured[b"transfer-encoding"]
@@ -408,9 +480,11 @@ class ClientConn(asyncio.Protocol):
 
     def _protocol_error(self, status: int) -> None:
         """Answer a malformed request and close (after any response still in progress)."""
-        message = {431: "Request header fields too large", 408: "Request timeout"}.get(
-            status, "Malformed HTTP request"
-        )
+        message = {
+            431: "Request header fields too large",
+            414: "Request target too long",
+            408: "Request timeout",
+        }.get(status, "Malformed HTTP request")
         ex = self.exchange
         if ex is not None and ex.request_done:  # a later pipelined request is malformed
             self.pending_error = status
@@ -443,4 +517,6 @@ def is_admin(url: bytes, method: bytes) -> bool:
     """Whether a request for ``url`` (which starts with an admin prefix) goes to the admin app
     rather than to the replicas."""
     path = url.split(b"?", 1)[0]
-    return (path, method) in ADMIN_ROUTES or (path.startswith(b"/lb/") and path not in WORKER_ONLY)
+    return (path, method) in ADMIN_ROUTES or (
+        path not in WORKER_ONLY and _PLAIN_ADMIN_PATH.fullmatch(path) is not None
+    )

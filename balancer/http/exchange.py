@@ -3,18 +3,44 @@
 Owns ``Exchange``. The request head is built once from the parsed parts; request body bytes are
 written to the upstream as they arrive (kept for a replay while they total at most
 ``replay_limit``); response bytes go to the client as they arrive, framed by the upstream
-connection's ``ResponseFramer``. A replica that refuses the connection, or a reused keep-alive
-connection that closes before any response byte, is retried: a fresh connection to the same
-replica for a stale pooled connection, otherwise the key's next replica on the ring. With a
-balance factor (bounded loads), a request whose owner is at its load cap goes to the key's first
-candidate below the cap instead; a replica's load is its requests in flight plus those waiting
-for a new connection to it, counted per replica and in total in ``TrafficStats``.
+connection's ``ResponseFramer``.
+
+Routing: the key's owner; an owner that outlier detection ejected (``balancer.http.outlier``)
+is skipped like a replica already tried, for the key's first candidate not ejected (the owner
+after all when every candidate is). With a balance factor (bounded loads), a request whose
+replica is at its load cap goes to the key's first candidate below the cap instead; a replica's
+load is its requests in flight plus those waiting for a new connection to it, counted per
+replica and in total in ``TrafficStats``.
+
+Retries (HAProxy's ``retry-on``, Envoy's retry policy and budget). A failed attempt goes to the
+key's next candidate on the ring that this request has not tried (not ejected, unless only
+ejected ones are left), at most ``retries`` times, when the failure is one ``--retry-on`` names:
+``connect`` (refused, unreachable, connect timeout), ``reset`` (the connection closed before any
+response byte reached the client), ``5xx`` (the replica answered 502/503/504 and nothing was
+relayed yet: that answer is dropped, and relayed after all when no retry follows). Timeouts and
+invalid responses are answered (504, 502), not retried: the replica may have acted on them.
+A connect failure means no byte of the request left the balancer, so sending it elsewhere is safe
+for every method, POST included. Once bytes of it reached a replica, only ``--retry-methods``
+(idempotent GET, HEAD, OPTIONS by default) go again, and only while the whole request is kept
+for a replay (``replay_limit``). One exception, for any method: a pooled keep-alive connection
+that the replica closes before any response byte (it had closed it while idle: the usual
+keep-alive race) is replayed once on a fresh connection to the same replica, as before. Two
+budgets bound retries: no new attempt ``retry_timeout_s`` after the request's start, and retries
+in flight in this process (requests on a retry attempt) stay at most ``max(min_concurrency,
+retry_budget × requests in flight)`` (Envoy's retry budget): past it, the failure is answered and
+counted in ``TrafficStats.retry_budget_exhausted``. The retry budget guards against retry storms
+on overloaded replicas, so it applies to retries of requests that reached one; a retry after a
+refused connection added no load anywhere and is bounded by ``retries`` alone (a replica killed
+under load must not turn concurrent requests for its keys into errors). Every failed attempt on
+a replica (connect, reset, timeout, invalid response, and 502/503/504 when ejection counts them)
+is reported to outlier detection; a complete response reports a success.
 Must not import: aiohttp, redis, docker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
@@ -28,6 +54,8 @@ from balancer.wire import no_endpoint_message
 if TYPE_CHECKING:
     from balancer.http.client import ClientConn
     from balancer.http.frontend import Frontend
+
+log = logging.getLogger(__name__)
 
 _UNUSED_STATS = ReplicaStats()  # the admin route: counted nowhere
 _NONE_TRIED: list[str] = []  # shared, never mutated: an exchange copies before appending
@@ -56,9 +84,11 @@ class Exchange:
         "replayable",
         "request_done",
         "response_done",
+        "retrying",
         "started",
         "stats",
         "swallow",
+        "t0",
         "tried",
     )
 
@@ -98,7 +128,9 @@ class Exchange:
         self.stats = _UNUSED_STATS
         self.tried: list[str] = _NONE_TRIED  # built only when a retry happens
         self.attempts = 0
-        self.started = 0.0
+        self.started = 0.0  # when the current attempt's request went out
+        self.t0 = 0.0  # the request's start, for the retry time budget (set when first needed)
+        self.retrying = False  # holds one of the retry budget's slots
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -115,6 +147,8 @@ class Exchange:
             fe.stats.no_replica += 1
             self.respond_error(503, "No replicas available")
             return
+        if fe.ejected:
+            name = self._skip_ejected(snapshot.ring, name)
         if fe.balance_factor:
             name = self._bounded(snapshot.ring, name)
         # The common case, inlined: the chosen replica, over a pooled connection.
@@ -126,6 +160,18 @@ class Exchange:
             self._attach(conn)
         else:
             self._connect_later(address)
+
+    def _skip_ejected(self, ring: Ring, owner: str) -> str:
+        """The owner, else the key's first candidate outlier detection has not ejected (the
+        owner after all when every candidate is: ejection alone never fails a request)."""
+        outlier = self.fe.outlier
+        if not outlier.is_ejected(owner):
+            return owner
+        # Among len(ejected) + 1 distinct candidates at least one is not ejected.
+        for name in ring.candidates(self.key, len(outlier.ejected) + 1):  # type: ignore[arg-type]
+            if not outlier.is_ejected(name):
+                return name
+        return owner
 
     def _bounded(self, ring: Ring, owner: str) -> str:
         """The owner, or the member bounded loads send the request to instead."""
@@ -142,7 +188,11 @@ class Exchange:
         key = self.key
         assert key is not None
 
+        outlier = fe.outlier
+
         def load(name: str) -> int:
+            if outlier.ejected and outlier.is_ejected(name):
+                return 1 << 62  # never below the cap: bounded loads do not undo an ejection
             of = replicas.get(name)
             return 0 if of is None else of.in_flight + of.connecting
 
@@ -169,8 +219,11 @@ class Exchange:
     def _connect_later(self, address: str) -> None:
         """Open a new connection to the current replica; it counts as load until it is up."""
         self.stats.connecting += 1
-        self.fe.stats.load += 1
-        self.connecting = asyncio.get_running_loop().create_task(self._connect(address))
+        fe = self.fe
+        fe.stats.load += 1
+        if not self.t0:  # the first attempt: the request starts now
+            self.t0 = fe.loop.time()
+        self.connecting = fe.loop.create_task(self._connect(address))
 
     def _connect_done(self) -> None:
         self.connecting = None
@@ -192,30 +245,130 @@ class Exchange:
 
     def _connect_failed(self) -> None:
         self.stats.errors["connect"] += 1
-        if not self.admin and self._retry_next():
+        if self.admin:
+            self.respond_error(502, "Could not connect to the admin service")
             return
-        what = "the admin service" if self.admin else f"replica {self.name}"
-        self.respond_error(502, f"Could not connect to {what}")
+        self._count_failure()
+        if self.fe.retry_on_connect:
+            name = self._retry_choice(sent=False)  # nothing was sent: any method may go again
+            if name is not None:
+                self._retry_to(name)
+                return
+        self.respond_error(502, f"Could not connect to replica {self.name}")
 
-    def _retry_next(self) -> bool:
-        """Move to the key's next untried replica; False when there is none to try."""
-        if self.attempts >= self.fe.retries:
-            return False
-        snapshot = self.fe.view.current
-        try:
-            candidates = snapshot.ring.candidates(self.key, 1 + self.fe.retries)  # type: ignore[arg-type]
-        except NoReplicasError:
-            return False
+    # -- retries and passive health --------------------------------------------------------
+
+    def _retry_choice(self, *, sent: bool) -> str | None:
+        """The replica to retry the failed attempt on, or None: answer the failure.
+
+        ``sent``: bytes of the request reached the failed replica (see the module docstring for
+        what may be retried then). Counts a retry refused for the retry budget. Frees this
+        request's budget slot: its retry attempt (if it was one) is over.
+        """
+        fe = self.fe
+        stats = fe.stats
+        if self.retrying:
+            self.retrying = False
+            stats.retries_in_flight -= 1
+        if self.admin or self.relayed or self.attempts >= fe.retries:
+            return None
+        if sent and (self.method not in fe.retry_methods or not (self.replayable and self.parts)):
+            return None
+        name = self._next_candidate()
+        if name is None:
+            return None
+        if fe.loop.time() - self._request_start() >= fe.retry_timeout_s:
+            return None
+        # Envoy's retry budget (this request counts among those in flight): after this retry,
+        # retries in flight are at most max(min_concurrency, floor(budget × in flight)).
+        if sent and stats.retries_in_flight >= max(
+            fe.retry_min_concurrency, int(fe.retry_budget * (stats.load + 1))
+        ):
+            stats.retry_budget_exhausted += 1
+            return None
+        return name
+
+    def _retry_to(self, name: str) -> None:
+        """Send the request to ``name`` (chosen by ``_retry_choice``; no connection attached)."""
+        stats = self.fe.stats
+        self.retrying = True
+        stats.retries_in_flight += 1
+        if stats.retries_in_flight > stats.retries_in_flight_peak:
+            stats.retries_in_flight_peak = stats.retries_in_flight
+        self.tried.append(name)
+        self.attempts += 1
+        self.stats.retries += 1  # on the replica retried away from
+        self.final_head = False
+        self._route_to(name, self.fe.view.current.addresses[name])
+
+    def _next_candidate(self) -> str | None:
+        """The key's first candidate this request has not tried, one not ejected if any."""
+        fe = self.fe
         if not self.tried:
             self.tried = [self.name]
+        tried = self.tried
+        ejected = fe.ejected
+        try:  # enough candidates to hold an untried one that is not ejected, if there is one
+            candidates = fe.view.current.ring.candidates(
+                self.key,  # type: ignore[arg-type]
+                len(tried) + len(ejected) + 1,
+            )
+        except NoReplicasError:
+            return None
+        fallback = None
         for name in candidates:
-            if name not in self.tried:
-                self.tried.append(name)
-                self.attempts += 1
-                self.stats.retries += 1
-                self._route_to(name, snapshot.addresses[name])
-                return True
-        return False
+            if name in tried:
+                continue
+            if ejected and fe.outlier.is_ejected(name):
+                fallback = fallback or name
+                continue
+            return name
+        return fallback
+
+    def _request_start(self) -> float:
+        if not self.t0:  # the first attempt went out at once, on a pooled connection
+            self.t0 = self.started
+        return self.t0
+
+    def _end_retry(self) -> None:
+        """The request is over: free its retry budget slot."""
+        self.retrying = False
+        self.fe.stats.retries_in_flight -= 1
+
+    def _finished(self) -> None:
+        if self.retrying:
+            self._end_retry()
+        self.client.exchange_finished(self)
+
+    def _count_failure(self) -> None:
+        """Report a failed attempt on the current replica to outlier detection."""
+        ejected_for_s = self.fe.outlier.failure(self.name)
+        if ejected_for_s:
+            st = self.stats
+            st.ejections += 1
+            st.ejected = 1
+            log.warning(
+                "replica %s ejected for %.1fs after %d failures in a row",
+                self.name,
+                ejected_for_s,
+                self.fe.outlier.policy.consecutive,
+            )
+
+    def _gateway_error(self, status: int) -> bool:
+        """The replica answered 502/503/504 (the head is complete, nothing relayed yet): count
+        it; True when the request went to another replica instead of relaying that answer."""
+        fe = self.fe
+        if fe.eject_on_5xx:
+            self._count_failure()
+        if not fe.retry_on_5xx:
+            return False
+        name = self._retry_choice(sent=True)
+        if name is None:
+            return False
+        self.stats.record(status, fe.loop.time() - self.started)  # answered, though not relayed
+        self._detach(close=True)  # the rest of that answer is not wanted
+        self._retry_to(name)
+        return True
 
     # -- request direction -----------------------------------------------------------------
 
@@ -272,17 +425,23 @@ class Exchange:
             out = framer.feed(data)
         except FramingError:
             self.stats.errors["protocol"] += 1
+            if not self.admin:
+                self._count_failure()
             self._detach(close=True)
             self._fail(502, f"Replica {self.name} sent an invalid response")
             return
         if not self.final_head and framer.phase != HEAD:
             self.final_head = True
-            if framer.status == 404 and not self.admin:
-                self.swallow = True
-                self.relayed = True
-                self.client.write_error(
-                    400, no_endpoint_message(self._path_text()), head_only=self.no_body
-                )
+            status = framer.status
+            if status >= 404 and not self.admin:
+                if status == 404:
+                    self.swallow = True
+                    self.relayed = True
+                    self.client.write_error(
+                        400, no_endpoint_message(self._path_text()), head_only=self.no_body
+                    )
+                elif 502 <= status <= 504 and self._gateway_error(status):
+                    return  # retried elsewhere: this answer is dropped
         if out:
             self.relayed = True
         if out and not self.swallow:
@@ -307,9 +466,19 @@ class Exchange:
             conn.close()
         if not self.admin:
             stats.record(status, now - self.started)
+            if fe.failing:
+                self._answered(status)
             if fe.access.rate and fe.access.sampled():  # the status the client got
                 self._log_access(400 if self.swallow else status, now - self.started)
+        if self.retrying:
+            self._end_retry()
         self.client.exchange_finished(self)
+
+    def _answered(self, status: int) -> None:
+        """A complete response: a success for outlier detection, unless it is a 502/503/504
+        that counted as a failure."""
+        if not (self.fe.eject_on_5xx and 502 <= status <= 504):
+            self.fe.outlier.success(self.name)
 
     def _log_access(self, status: int, duration_s: float | None) -> None:
         self.fe.access.record(
@@ -345,20 +514,33 @@ class Exchange:
             if not self.admin:
                 duration_s = self.fe.loop.time() - self.started
                 self.stats.record(framer.status, duration_s)
+                self._answered(framer.status)
                 if self.fe.access.rate and self.fe.access.sampled():
                     self._log_access(framer.status, duration_s)
-            self.client.exchange_finished(self)
+            self._finished()
             return
         self.stats.errors["reset"] += 1
-        if not self.relayed and self.replayable and self.parts:
-            if conn.reused and self.attempts < self.fe.retries + 1:
-                # A pooled connection the replica had already closed: same replica, new socket.
-                self.attempts += 1
-                self.stats.retries += 1
-                self._connect_later(conn.address)
-                return
-            if not self.admin and self._retry_next():
-                return
+        if (
+            conn.reused
+            and not self.relayed
+            and self.replayable
+            and self.parts
+            and self.attempts < self.fe.retries + 1
+        ):
+            # A pooled connection the replica had already closed: same replica, new socket.
+            # Not a failure of the replica, and replayed for any method (module docstring).
+            self._request_start()
+            self.attempts += 1
+            self.stats.retries += 1
+            self._connect_later(conn.address)
+            return
+        if not self.admin:
+            self._count_failure()
+            if self.fe.retry_on_reset:
+                name = self._retry_choice(sent=True)
+                if name is not None:
+                    self._retry_to(name)
+                    return
         self._fail(502, f"Replica {self.name} closed the connection")
 
     def on_upstream_pause(self, paused: bool) -> None:
@@ -370,13 +552,15 @@ class Exchange:
     def timed_out(self) -> None:
         """Called by the sweeper when the upstream took longer than the upstream timeout."""
         self.stats.errors["timeout"] += 1
+        if not self.admin:
+            self._count_failure()
         self._detach(close=True)
         self._fail(504, f"Replica {self.name} timed out")
 
     def _fail(self, status: int, message: str) -> None:
         if self.relayed:  # part of a response already went out: only closing can signal it
             self.keep_alive = False
-            self.client.exchange_finished(self)
+            self._finished()
             self.client.transport.close()
         else:
             self.respond_error(status, message)
@@ -387,7 +571,7 @@ class Exchange:
         self.client.write_error(status, message, head_only=self.no_body)
         if self.fe.access.rate and self.fe.access.sampled():
             self._log_access(status, None)
-        self.client.exchange_finished(self)
+        self._finished()
 
     def abandon(self) -> None:
         """The client went away: stop whatever is under way."""
@@ -395,6 +579,8 @@ class Exchange:
             self.connecting.cancel()  # it may not have started: its own bookkeeping may not run
             self._connect_done()
         self._detach(close=True)
+        if self.retrying:
+            self._end_retry()
 
     def _path_text(self) -> str:
         return unquote_to_bytes(self.path.split(b"?", 1)[0]).decode("utf-8", "replace")

@@ -1,8 +1,9 @@
 """The listening side of the data path: the server socket and what connections share.
 
-Owns ``Frontend``: the ring view, upstream pool, counters, key extractor, balance factor and
-limits every ``ClientConn`` uses, the listening socket, and the sweeper that enforces timeouts
-without a timer per request. Admin paths (``/rep``, ``/add``, ``/rm``, ``/lb/…``, ``/metrics``) are
+Owns ``Frontend``: the ring view, upstream pool, counters, key extractor, balance factor,
+retry policy (``RetryPolicy``), outlier detector and limits every ``ClientConn`` uses, the
+listening socket, and the sweeper that enforces timeouts and ends ejections without a timer per
+request. Admin paths (``/rep``, ``/add``, ``/rm``, ``/lb/…``, ``/metrics``) are
 forwarded to the aiohttp admin app over a unix socket like any upstream.
 Must not import: aiohttp, redis, docker.
 """
@@ -11,15 +12,49 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from balancer.accesslog import AccessLog
 from balancer.http.client import ClientConn, header_actions
+from balancer.http.outlier import EjectionPolicy, OutlierDetector
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor
 from balancer.membership import RingView, Snapshot
 from balancer.stats import TrafficStats
 
+if TYPE_CHECKING:
+    from balancer.config import Settings
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failed requests go to the key's next replica (``balancer.http.exchange``)."""
+
+    methods: Collection[str] = ("GET", "HEAD", "OPTIONS")  # retried once bytes were sent
+    on: Collection[str] = ("connect", "reset")  # of connect, reset, 5xx
+    timeout_s: float = 5.0  # no new attempt this long after the request's start
+    budget: float = 0.2  # retries in flight ≤ max(min_concurrency, budget × requests in flight)
+    min_concurrency: int = 3
+
+
+def retry_policy(s: Settings) -> RetryPolicy:
+    """The retry policy ``s`` configures."""
+    return RetryPolicy(s.retry_method_set, s.retry_on_set, s.retry_timeout_s, s.retry_budget)
+
+
+def ejection_policy(s: Settings) -> EjectionPolicy:
+    """The outlier ejection policy ``s`` configures."""
+    return EjectionPolicy(
+        consecutive=s.eject_consecutive,
+        base_s=s.base_ejection_s,
+        max_s=s.max_ejection_s,
+        max_share=s.max_ejection_share,
+        on_5xx=s.eject_on_5xx,
+    )
 
 
 class Frontend:
@@ -40,6 +75,8 @@ class Frontend:
         max_head_bytes: int = 32 * 1024,
         replay_limit: int = 64 * 1024,
         access: AccessLog | None = None,
+        retry: RetryPolicy | None = None,
+        ejection: EjectionPolicy | None = None,
     ) -> None:
         self.view = view
         self.pool = pool
@@ -55,6 +92,23 @@ class Frontend:
         self.replay_limit = replay_limit
         self.access = access or AccessLog(0.0)
         self.loop = asyncio.get_running_loop()
+        # The retry policy, flattened for the exchange (read on failures only).
+        retry = retry or RetryPolicy()
+        self.retry_methods = frozenset(m.encode() for m in retry.methods)
+        self.retry_on_connect = "connect" in retry.on
+        self.retry_on_reset = "reset" in retry.on
+        self.retry_on_5xx = "5xx" in retry.on
+        self.retry_timeout_s = retry.timeout_s
+        self.retry_budget = retry.budget
+        self.retry_min_concurrency = retry.min_concurrency
+        # Passive health. ``ejected`` and ``failing`` are the detector's own dicts, tested by
+        # every request (empty while all replicas are healthy).
+        ejection = ejection or EjectionPolicy()
+        self.outlier = OutlierDetector(ejection, self.loop.time)
+        self.outlier.retain(view.current.ring.members)
+        self.ejected = self.outlier.ejected
+        self.failing = self.outlier.failing
+        self.eject_on_5xx = ejection.on_5xx
         self.connections: set[ClientConn] = set()
         # Bounded loads' c (0 = off), tested by every request, so kept here; the ring settings
         # in force set it, again at every ring swap (shared settings can change at runtime).
@@ -63,6 +117,7 @@ class Frontend:
 
     def _ring_swapped(self, old: Snapshot, new: Snapshot) -> None:
         self.balance_factor = new.settings.balance_factor
+        self._unejected(self.outlier.retain(new.ring.members))  # left, or drained
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         return await self.loop.create_server(
@@ -70,11 +125,28 @@ class Frontend:
         )
 
     def sweep(self) -> None:
-        """Enforce upstream, header and idle timeouts; close expired pooled connections."""
+        """Enforce upstream, header and idle timeouts; close expired pooled connections; end
+        ejections whose time is up (in the counters: routing already ignores them)."""
         now = self.loop.time()
         for conn in list(self.connections):
             conn.check_timeouts(now)
         self.pool.sweep(now)
+        self._unejected(self.outlier.sweep())
+
+    def hold_down(self, down: set[str]) -> None:
+        """Keep the replicas the active health checks report DOWN out of this process's routing
+        until they are UP again (see ``OutlierDetector.hold_down``)."""
+        held_before = set(self.outlier.ejected_now())
+        self._unejected(self.outlier.hold_down(down))
+        for name in set(self.outlier.ejected_now()) - held_before:
+            self.stats.replica(name).ejected = 1
+            log.warning("replica %s is DOWN: out of routing until it is UP again", name)
+
+    def _unejected(self, names: list[str]) -> None:
+        for name in names:
+            st = self.stats.replicas.get(name)
+            if st is not None:
+                st.ejected = 0
 
     async def run_sweeper(self, every_s: float = 0.25) -> None:
         while True:

@@ -64,6 +64,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 OFFLINE_ENV = REPO / "infra" / "docker" / "offline.env"
+ADMIN_TOKEN = "compose-test-token"
 PORTS = {"lb1": 5555, "lb2": 5556}  # fixed in docker-compose.yml
 IMAGES = ("chlb-server:latest", "chlb-balancer:latest")
 LABEL_PROJECT = "com.docker.compose.project"
@@ -141,6 +142,7 @@ class Deployment:
         env.setdefault("DOCKER_HOST", "unix:///var/run/docker.sock")
         env.update(read_env_file(OFFLINE_ENV))
         env["LB_DOCKER_NETWORK"] = self.network
+        env["LB_ADMIN_TOKEN"] = ADMIN_TOKEN  # the compose file turns the token on
         return env
 
     def override_file(self) -> Path:
@@ -350,7 +352,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def call(
     s: aiohttp.ClientSession, method: str, port: int, path: str, body: Json | None = None
 ) -> tuple[int, Json]:
-    async with s.request(method, url(port, path), json=body) as resp:
+    """One request; changes carry the deployment's admin token, as an operator's would."""
+    headers = {} if method == "GET" else {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with s.request(method, url(port, path), json=body, headers=headers) as resp:
         return resp.status, json.loads(await resp.read())
 
 

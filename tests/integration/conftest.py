@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,10 @@ def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     """A cluster of the test's own, on a redis-server of its own; stopped after the test."""
     stack = contextlib.ExitStack()
 
-    def make(count: int, *, persistent: bool) -> Cluster:
-        return stack.enter_context(running_cluster(tmp_path, count, persistent=persistent))
+    def make(count: int, *, persistent: bool, args: Sequence[str] = ()) -> Cluster:
+        return stack.enter_context(
+            running_cluster(tmp_path, count, persistent=persistent, args=args)
+        )
 
     with stack:
         yield make

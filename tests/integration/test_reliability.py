@@ -209,3 +209,80 @@ async def test_10k_concurrent_reference_requests_while_replicas_are_added_and_re
         )
         assert not failures, failures[:10]
         assert len(changes) >= 2
+
+
+async def _victims_keys(s: aiohttp.ClientSession, instance: Instance, name: str) -> list[str]:
+    keys = []
+    for i in range(400):
+        _, body = await call(s, "GET", f"{instance.url}/lb/lookup?key=hung-{i}")
+        if body["message"]["owner"] == name:
+            keys.append(f"hung-{i}")
+    return keys[:12]
+
+
+async def _served_by(s: aiohttp.ClientSession, instance: Instance, key: str) -> tuple[str, float]:
+    """Who answers ``key`` through ``instance``, and how long it took (2 s at most)."""
+    started = time.monotonic()
+    async with s.get(
+        f"{instance.url}/home?id={key}", timeout=aiohttp.ClientTimeout(total=2.0)
+    ) as resp:
+        body = await resp.json(content_type=None)
+        assert resp.status == 200, body
+    return body["message"].split()[-1], time.monotonic() - started
+
+
+async def _alive(s: aiohttp.ClientSession, instance: Instance, name: str) -> bool:
+    status = await status_of(s, instance)
+    return any(r["name"] == name and r["alive"] for r in status["replicas"])
+
+
+async def test_a_hung_replica_is_held_out_of_routing_and_readmitted_when_it_recovers(
+    make_cluster: ClusterFactory,
+) -> None:
+    """SIGSTOP (hung: accepts connections, never answers) with a 6 s grace: the health checks
+    mark it DOWN and every instance stops routing to it, so new requests for its keys are
+    answered at once by their next candidate; after SIGCONT it rises (2 passed probes) and gets
+    its keys back: the same replica, not a replacement."""
+    cluster = make_cluster(2, persistent=False, args=("--replace-after-s", "6"))
+    with cluster.logs_on_failure():
+        async with session(limit=64) as s:
+            _, statuses = await wait_converged(s, cluster.instances, 20.0)
+            victim = statuses[0]["replicas"][0]
+            vid = victim["server_id"]
+            assert victim["pid"] in replica_processes(cluster.tag)  # ours: safe to signal
+            keys = await _victims_keys(s, cluster.instances[0], victim["name"])
+            assert len(keys) >= 5
+            os.kill(victim["pid"], signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                while any([await _alive(s, i, victim["name"]) for i in cluster.instances]):
+                    assert time.monotonic() - stopped < 5, "never marked DOWN"
+                    await asyncio.sleep(0.05)
+                down_after = time.monotonic() - stopped
+                await asyncio.sleep(1.2)  # every instance applies DOWN within one 1 s beat
+                answers = [
+                    await _served_by(s, instance, key)
+                    for instance in cluster.instances
+                    for key in keys
+                ]
+            finally:
+                os.kill(victim["pid"], signal.SIGCONT)
+            resumed = time.monotonic()
+            while not all([await _alive(s, i, victim["name"]) for i in cluster.instances]):
+                assert time.monotonic() - resumed < 5, "never UP again"
+                await asyncio.sleep(0.05)
+            up_after = time.monotonic() - resumed
+            await asyncio.sleep(1.2)
+            back = [await _served_by(s, i, key) for i in cluster.instances for key in keys]
+            _, statuses = await wait_converged(s, cluster.instances, 10.0)
+        names = [r["name"] for r in statuses[0]["replicas"]]
+        slowest = max(t for _, t in answers)
+        print(
+            f"\n[hung replica] {victim['name']} DOWN {down_after:.2f}s after SIGSTOP; its "
+            f"{len(answers)} requests while held out answered by "
+            f"{sorted({who for who, _ in answers})} in <= {slowest * 1000:.0f} ms; UP "
+            f"{up_after:.2f}s after SIGCONT, its keys back on {sorted({w for w, _ in back})}"
+        )
+        assert all(who != vid for who, _ in answers)
+        assert {who for who, _ in back} == {vid}
+        assert victim["name"] in names  # kept: it came back within the grace

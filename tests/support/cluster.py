@@ -113,7 +113,9 @@ def wait_gone(pids: Sequence[int], timeout_s: float) -> list[int]:
 class Instance:
     """One ``python -m balancer`` in shared mode, in its own session, logging to a file."""
 
-    def __init__(self, name: str, redis_url: str, log_dir: Path, tag: str) -> None:
+    def __init__(
+        self, name: str, redis_url: str, log_dir: Path, tag: str, args: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -124,6 +126,7 @@ class Instance:
             *("--host", "127.0.0.1", "--port", str(self.port)),
             *("--redis-url", redis_url, "--instance-id", name),
             *FAST_ARGS,
+            *args,
         ]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -195,9 +198,10 @@ def http_status(url: str) -> Json | None:
 class Cluster:
     """Instances sharing ``redis``; ``close`` stops them all and everything they started."""
 
-    def __init__(self, workdir: Path, redis: RedisProcess) -> None:
+    def __init__(self, workdir: Path, redis: RedisProcess, args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.redis = redis
+        self.args = tuple(args)  # extra balancer flags for every instance
         self.tag = uuid.uuid4().hex
         self.instances: list[Instance] = []
 
@@ -212,7 +216,7 @@ class Cluster:
             instance.wait_listening()
 
     def _new(self, number: int) -> Instance:
-        return Instance(f"lb-{number}", self.redis.url, self.workdir, self.tag)
+        return Instance(f"lb-{number}", self.redis.url, self.workdir, self.tag, self.args)
 
     def close(self) -> None:
         """Followers first, the leader last (the last one out stops the replicas), then every
@@ -245,10 +249,12 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(workdir: Path, count: int, *, persistent: bool) -> Iterator[Cluster]:
+def running_cluster(
+    workdir: Path, count: int, *, persistent: bool, args: Sequence[str] = ()
+) -> Iterator[Cluster]:
     redis = RedisProcess(workdir / "redis", persistent=persistent)
     redis.start()
-    cluster = Cluster(workdir, redis)
+    cluster = Cluster(workdir, redis, args)
     try:
         try:
             cluster.start(count)
@@ -388,4 +394,4 @@ class Load:
             await asyncio.sleep(0.002)  # steady, not saturating a 2-core machine
 
 
-ClusterFactory = Callable[..., Cluster]  # (count, *, persistent) → a started cluster
+ClusterFactory = Callable[..., Cluster]  # (count, *, persistent, args=()) → a started cluster

@@ -263,3 +263,13 @@ def test_known_skew_at_n3_with_default_settings() -> None:
     top_name, top = counts.most_common(1)[0]
     assert top_name == S1
     assert top / total > 0.70, f"top share {top / total:.3f}"
+
+
+def test_a_huge_decimal_key_is_hashed_not_parsed() -> None:
+    """int() of a 5000-digit string raises (CPython's limit): such a key is hashed instead."""
+    from balancer.hashing import Member, RingSettings, build_ring
+
+    ring = build_ring([Member("a", 1), Member("b", 2)], RingSettings(algorithm="assignment"))
+    assert ring.lookup("7" * 5000) in ("a", "b")
+    assert ring.request_id("123456") == 123456  # type: ignore[attr-defined]
+    assert 100_000 <= ring.request_id("9" * 19) < 1_000_000  # type: ignore[attr-defined]
