@@ -67,8 +67,6 @@ class RoutingApi:
             candidates = snapshot.ring.candidates(key, count)
         except NoReplicasError:
             return _reply(503, error_body("No replicas available"))
-        except ValueError:  # the assignment scheme's Rid: a decimal key over 4300 digits
-            return _bad("'key' cannot be routed: a decimal key is too long")
         return _ok(
             {
                 "key": key,
