@@ -3,12 +3,12 @@ plus, for operators, ``GET /lb/status``, ``GET /lb/events`` (the latest changes 
 each moved), ``PUT /lb/settings`` (routing settings of every
 instance) and ``PUT /lb/weight`` (one replica's weight; 0 drains it).
 
-Owns request validation and the mapping of errors to responses. Every rejected request changes
-nothing and answers 4xx ``{"message": "<Error> …", "status": "failure"}``: 400 for a bad value
-(the two errors the contract fixes use its exact strings), 413 for a body over 64 KiB, 401 for
-a change without the admin token (only when one is configured), and, through ``middleware``,
-404/405 for an unknown path or method. Request bodies are strict JSON: one object, no duplicate
-keys, no NaN/Infinity, at most ``MAX_JSON_DEPTH`` levels deep. Every instance answers every
+Owns the handlers and the mapping of errors to responses (what a body may carry is
+``balancer.admin_input``). Every rejected request changes nothing and answers 4xx
+``{"message": "<Error> …", "status": "failure"}``: 400 for a bad value (the two errors the
+contract fixes use its exact strings), 413 for a body over 64 KiB, 401 for a change without the
+admin token (only when one is configured), and, through ``middleware``, 404/405 for an unknown
+path or method. Every instance answers every
 endpoint: a change that reaches a follower is authenticated there, then handed to the leader
 through the relay and the leader's answer is replayed. When the shared store is unreachable,
 reads answer from the ring this instance routes on and changes answer 503.
@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
-import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from balancer.admin_input import (
+    MAX_WEIGHT,
+    BodyTooLarge,
+    json_object,
+    parse_change,
+    ring_cost_error,
+    shown,
+)
 from balancer.coordination import AdminRelay, AdminReply, Leadership
 from balancer.errors import (
     ConflictError,
@@ -35,7 +41,7 @@ from balancer.errors import (
     StaleLeaderError,
     StoreUnavailable,
 )
-from balancer.hashing import Member, RingSettings
+from balancer.hashing import RingSettings
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView
 from balancer.movement_log import KEEP_EVENTS
@@ -52,14 +58,6 @@ from balancer.wire import (
     replicas_body,
 )
 
-MAX_WEIGHT = 1000
-MAX_BODY_BYTES = 64 * 1024  # admin bodies are a few dozen bytes; larger ones answer 413
-MAX_JSON_DEPTH = 32  # nesting levels of a request body (the contract's bodies have 2)
-# What a ring may cost to build, checked before a settings or weight change (and a simulation)
-# is accepted: the ring is rebuilt on every instance, on the event loop.
-MAX_RING_POINTS = 500_000  # algorithm=ring: points_per_weight × the sum of the weights
-MAX_PLACEMENTS = 1 << 16  # algorithm=assignment: vnodes × replicas placed ...
-MAX_PROBE_WORK = 1 << 23  # ... and, above half the slots, × slots (probing a full table)
 # The changes an admin token guards, as (method, route path); reads stay open.
 GUARDED = frozenset(
     {
@@ -74,180 +72,12 @@ GUARDED = frozenset(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BodyTooLarge(RequestError):
-    """The request body is over ``MAX_BODY_BYTES`` (→ 413)."""
-
-
-class _Refused(ValueError):
-    """Raised by a JSON decoding hook: the text is JSON-shaped but not acceptable."""
-
-
 def _reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=body, content_type=CONTENT_TYPE, headers=headers)
 
 
 def _refused(exc: RequestError) -> web.Response:
     return _reply(413 if isinstance(exc, BodyTooLarge) else 400, error_body(str(exc)))
-
-
-def _shown(value: object, limit: int = 40) -> str:
-    """``repr(value)`` for an error message, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The request body, at most ``MAX_BODY_BYTES``.
-
-    Raises:
-        BodyTooLarge: the body (or its announced Content-Length) is larger.
-        RequestError: the body was cut short (the client went away).
-    """
-    length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise BodyTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
-    body = bytearray()
-    try:
-        while chunk := await request.content.readany():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                raise BodyTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
-    except ConnectionError as exc:
-        raise RequestError("The request body was cut short") from exc
-    return bytes(body)
-
-
-def parse_json(raw: bytes) -> Any:
-    """Strict JSON: no duplicate keys, no NaN/Infinity or overflowing numbers, at most
-    ``MAX_JSON_DEPTH`` levels. An empty body is ``{}``.
-
-    Raises:
-        RequestError: with the message the client sees.
-    """
-    if not raw.strip():
-        return {}
-    too_deep = f"Request body is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
-    try:
-        data = json.loads(
-            raw,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_no_constant,
-            parse_float=_finite_float,
-        )
-    except RecursionError as exc:
-        raise RequestError(too_deep) from exc
-    except _Refused as exc:
-        raise RequestError(f"Request body is not valid JSON: {exc}") from exc
-    except ValueError as exc:  # also UnicodeDecodeError
-        raise RequestError("Request body is not valid JSON") from exc
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise RequestError(too_deep)
-    return data
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Refused(f"duplicate key {_shown(key)}")
-            seen.add(key)
-    return data
-
-
-def _no_constant(name: str) -> Any:
-    raise _Refused(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Refused(f"number out of range: {_shown(text)}")
-    return value
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a decoded JSON value (a scalar is 0), counted without recursion and
-    given up past ``MAX_JSON_DEPTH``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = item.values()
-        elif not isinstance(item, list):
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in item)
-    return deepest
-
-
-async def _json_object(request: web.Request, example: str = "") -> dict[str, Any]:
-    data = parse_json(await read_body(request))
-    if not isinstance(data, dict):
-        raise RequestError(f"Request body must be a JSON object{example}")
-    return data
-
-
-async def parse_change(request: web.Request, too_many: str) -> tuple[int, list[str]]:
-    """Validate an ``/add`` or ``/rm`` body → (n, hostnames).
-
-    Raises:
-        RequestError: with the message the client sees (``BodyTooLarge``: over 64 KiB).
-    """
-    data = await _json_object(request, ' like {"n": 1, "hostnames": []}')
-    n = data.get("n")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise RequestError("'n' must be a positive integer")
-    hostnames = data.get("hostnames")
-    if hostnames is None:
-        hostnames = []
-    if not isinstance(hostnames, list):
-        raise RequestError("'hostnames' must be a list of hostnames")
-    if len(hostnames) > n:
-        raise RequestError(too_many)
-    bad = [h for h in hostnames if not is_valid_name(h)]
-    if bad:
-        shown = ", ".join(map(_shown, bad[:5])) + (", …" if len(bad) > 5 else "")
-        raise RequestError(
-            f"Invalid hostname(s): {shown}; a hostname is 1-63 letters, "
-            "digits, '.', '_' or '-' (starting with a letter or digit), optionally after 'Server '"
-        )
-    ids = [server_id(h) for h in hostnames]
-    dupes = sorted({h for h, i in zip(hostnames, ids, strict=True) if ids.count(i) > 1})
-    if dupes:
-        raise RequestError(f"Duplicate hostname(s) in request: {', '.join(dupes)}")
-    return n, hostnames
-
-
-def ring_cost_error(settings: RingSettings, members: Iterable[Member]) -> str | None:
-    """Why a ring of ``members`` under ``settings`` would cost too much to build, or None.
-
-    Every value here is in range on its own; together some would stall every instance for
-    seconds to hours (a ketama ring of millions of points, an assignment table probed full).
-    """
-    live = [m for m in members if m.weight > 0]
-    if settings.algorithm == "ring":
-        points = settings.points_per_weight * sum(m.weight for m in live)
-        if points > MAX_RING_POINTS:
-            return (
-                f"the ring would have {points} points (points_per_weight × the sum of the "
-                f"weights); at most {MAX_RING_POINTS}"
-            )
-    if settings.algorithm == "assignment":
-        placements = settings.vnodes * len(live)
-        if placements > MAX_PLACEMENTS or (
-            placements > settings.slots // 2 and placements * settings.slots > MAX_PROBE_WORK
-        ):
-            return (
-                f"{placements} virtual servers (vnodes × replicas) in {settings.slots} slots "
-                f"would take too long to place; at most {MAX_PLACEMENTS}, and at most half the "
-                "slots unless the table is small"
-            )
-    return None
 
 
 class AdminApi:
@@ -375,7 +205,7 @@ class AdminApi:
         """Change routing settings on every instance: a JSON object of ``RingSettings`` fields
         (e.g. ``{"algorithm": "maglev"}``); the answer is the settings now in force."""
         try:
-            data = await _json_object(request)
+            data = await json_object(request)
             current = self._view.current
             # Refuse early, change nothing.
             too_costly = ring_cost_error(
@@ -392,7 +222,7 @@ class AdminApi:
     async def put_weight(self, request: web.Request) -> web.Response:
         """``{"hostname": "Server 1", "weight": 0}``: set one replica's weight (0 drains it)."""
         try:
-            data = await _json_object(request)
+            data = await json_object(request)
             hostname, weight = data.get("hostname"), data.get("weight")
             if not isinstance(hostname, str) or not is_valid_name(hostname):
                 raise RequestError("'hostname' must be the name of a replica")
@@ -547,13 +377,13 @@ def _route_key(request: web.Request) -> tuple[str, str | None]:
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     """One of aiohttp's own error answers, in the contract's error shape."""
-    path = _shown(request.path, 80)
+    path = shown(request.path, 80)
     headers = {}
     if isinstance(exc, web.HTTPNotFound):
         message = f"No admin endpoint {path}; GET /lb/openapi.json lists them"
     elif isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
-        message = f"{_shown(request.method, 20)} is not allowed on {path}; allowed: {allowed}"
+        message = f"{shown(request.method, 20)} is not allowed on {path}; allowed: {allowed}"
         headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
         message = "Request body is too large"
@@ -569,4 +399,4 @@ def _from_data_path(request: web.Request) -> bool:
 
 
 def _worker_only(request: web.Request) -> web.Response:
-    return _reply(404, error_body(f"{_shown(request.path, 80)} is for worker processes only"))
+    return _reply(404, error_body(f"{shown(request.path, 80)} is for worker processes only"))

@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from balancer.admin import GUARDED, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_WEIGHT
+from balancer.admin import GUARDED
+from balancer.admin_input import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_WEIGHT
 from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS
 from balancer.hashing.arcs import DEFAULT_BINS
 from balancer.movement_log import KEEP_EVENTS

@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from balancer.admin import MAX_WEIGHT, public_settings, ring_cost_error
+from balancer.admin import public_settings
+from balancer.admin_input import MAX_WEIGHT, ring_cost_error
 from balancer.errors import RequestError
 from balancer.hashing import Member, NoReplicasError, build_ring, next_state
 from balancer.hashing.movement import ideal_share, moved_share
