@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from loadgen import a1, a2, a3, a4
 from loadgen.driver import DriveConfig, drive
 from loadgen.keys import parse_keys
 from loadgen.stats import summarize
-from tests.support.ports import free_port
+from tests.support.balancer_process import BalancerProcess
+from tests.support.cluster import cmdline, pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +34,13 @@ REQUESTS = 2_000
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Deployment:
+class Deployment(BalancerProcess):
     """``python -m balancer --port <free> --replicas 3``, started and stopped by PID; every
     replica pid it ever listed is remembered, so none outlives the test module."""
 
     def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
+        super().__init__(log_path, "--replicas", "3")
         self.replica_pids: set[int] = set()
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "balancer", "--port", str(self.port), "--replicas", "3"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=5) as resp:
@@ -71,32 +63,19 @@ class Deployment:
                 self.replica_pids.add(replica["pid"])
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
+        self.wait_listening(timeout_s)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"balancer exited: {self.log_path.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    pass
-                if len(self.names()) == 3:
-                    self.remember_pids()
-                    return
-            except OSError:
-                pass
+        while len(self.names()) != 3:
+            assert time.monotonic() < deadline, "the balancer did not reach N=3"
             time.sleep(0.05)
-        raise AssertionError("balancer did not start")
+        self.remember_pids()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # the balancer stops its replicas
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()  # SIGINT: the balancer stops its replicas
         for pid in self.replica_pids:  # only if the balancer could not stop them
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            if pid_alive(pid) and " -m server" in cmdline(pid):  # still ours, not a reused pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,6 @@ import asyncio
 import collections
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,60 +13,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.ports import free_port
+from tests.support.balancer_process import BalancerProcess
+from tests.support.cluster import pid_alive
 
 pytestmark = pytest.mark.slow
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purposes.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ")[1][0] != "Z"
-
-
-class RunningBalancer:
-    def __init__(self, log_path: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "balancer", "--port", str(self.port), *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"balancer exited: {self.log_path.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("balancer did not start listening")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture
-def balancer(tmp_path: Path) -> Iterator[RunningBalancer]:
-    lb = RunningBalancer(tmp_path / "balancer.log")
+def balancer(tmp_path: Path) -> Iterator[BalancerProcess]:
+    lb = BalancerProcess(tmp_path / "balancer.log")
     try:
-        lb.wait_ready()
+        lb.wait_listening()
         yield lb
     finally:
         lb.stop()
@@ -80,7 +34,7 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> dict:  # type: i
         return await resp.json()  # type: ignore[no-any-return]
 
 
-async def test_10k_concurrent_requests_spread_over_3_replicas(balancer: RunningBalancer) -> None:
+async def test_10k_concurrent_requests_spread_over_3_replicas(balancer: BalancerProcess) -> None:
     counts: collections.Counter[str] = collections.Counter()
     failures = 0
 
@@ -110,7 +64,7 @@ async def test_10k_concurrent_requests_spread_over_3_replicas(balancer: RunningB
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP])
-async def test_failed_replica_is_replaced_within_3s(balancer: RunningBalancer, sig: int) -> None:
+async def test_failed_replica_is_replaced_within_3s(balancer: BalancerProcess, sig: int) -> None:
     """SIGKILL: connections refused. SIGSTOP: a hung replica, heartbeats time out."""
     async with aiohttp.ClientSession() as session:
         status = await get_json(session, f"{balancer.url}/lb/status")
@@ -135,7 +89,7 @@ async def test_failed_replica_is_replaced_within_3s(balancer: RunningBalancer, s
     assert not pid_alive(victim["pid"])  # a hung replica is killed, not left stopped
 
 
-async def test_add_then_rm_change_n_and_only_then(balancer: RunningBalancer) -> None:
+async def test_add_then_rm_change_n_and_only_then(balancer: BalancerProcess) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{balancer.url}/add", json={"n": 2, "hostnames": ["S5"]}) as r:
             assert r.status == 200
@@ -155,9 +109,9 @@ async def test_add_then_rm_change_n_and_only_then(balancer: RunningBalancer) -> 
 
 
 def test_sigint_stops_every_replica(tmp_path: Path) -> None:
-    lb = RunningBalancer(tmp_path / "balancer.log", "--replicas", "2")
+    lb = BalancerProcess(tmp_path / "balancer.log", "--replicas", "2")
     try:
-        lb.wait_ready()
+        lb.wait_listening()
         status = asyncio.run(_status(lb.url))
         pids = [r["pid"] for r in status["replicas"]]
         assert len(pids) == 2 and all(pid_alive(p) for p in pids)
@@ -178,9 +132,9 @@ def child_pids(pid: int) -> list[int]:
 
 
 async def test_workers_share_the_ring_and_report_metrics(tmp_path: Path) -> None:
-    lb = RunningBalancer(tmp_path / "balancer.log", "--workers", "2")
+    lb = BalancerProcess(tmp_path / "balancer.log", "--workers", "2")
     try:
-        lb.wait_ready()
+        lb.wait_listening()
         await asyncio.sleep(1.0)  # the worker binds the same port (SO_REUSEPORT)
         # Many fresh connections: the kernel spreads them over both processes.
         ids: collections.Counter[str] = collections.Counter()

@@ -18,6 +18,7 @@ import pytest
 
 from balancer import keys
 from balancer.backoff import Backoff
+from balancer.coordination import SoloLeadership
 from balancer.errors import NotLeaderError, StaleLeaderError
 from balancer.manager import ReplicaManager
 from balancer.redis_store import RedisStore
@@ -28,27 +29,12 @@ from tests.conftest import eventually
 from tests.support.runtime import InProcessRuntime
 
 
-class FakeLeadership:
-    """A ``Leadership`` whose standing the test sets."""
+class FakeLeadership(SoloLeadership):
+    """A ``Leadership`` whose standing and fencing token the test sets."""
 
     def __init__(self, *, is_leader: bool = True, token: int | None = 1) -> None:
         self.is_leader = is_leader
         self.token = token
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()
-
-    async def wait_elected(self) -> None:
-        return
-
-    async def wait_lost(self) -> None:
-        await asyncio.Event().wait()
-
-    async def wait_campaigned(self) -> None:
-        return
-
-    async def release(self) -> None:
-        return
 
 
 @dataclass
