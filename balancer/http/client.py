@@ -101,7 +101,10 @@ _DISCARD = _Discard()
 
 
 # What the data path does with a request header (absent from the table: forward it).
-_DROP, _CAPTURE, _LIST, _XFF, _HOST = range(5)
+_DROP, _CAPTURE, _LIST, _XFF, _HOST, _LENGTH = range(6)
+# Fields that frame or address the request: never removed because Connection names them
+# (RFC 9110 §7.6.1 lets a client name any field; a proxy that obeys it for these desyncs).
+_NEVER_NAMED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 
 
 def header_actions(key_headers: frozenset[bytes]) -> dict[bytes, int]:
@@ -109,6 +112,9 @@ def header_actions(key_headers: frozenset[bytes]) -> dict[bytes, int]:
     actions[b"connection"] = actions[b"transfer-encoding"] = _LIST
     actions[b"x-forwarded-for"] = _XFF
     actions[b"host"] = _HOST  # exactly one is required (RFC 9112 §3.2)
+    # The body's length is forwarded as the value llhttp parsed (one canonical line), so the
+    # replica frames the body exactly as the balancer did.
+    actions[b"content-length"] = _LENGTH
     for name in key_headers:
         actions.setdefault(name, _CAPTURE)
     return actions
@@ -140,6 +146,7 @@ class ClientConn(asyncio.Protocol):
         "_chunked",
         "_head_bytes",
         "_headers",
+        "_host_at",
         "_parsing",
         "_paused",
         "_unlisted",
@@ -178,6 +185,7 @@ class ClientConn(asyncio.Protocol):
         self._parsing: Exchange | None = None
         self._url = b""
         self._headers: list[bytes] = []
+        self._host_at = -1  # index of the Host line in _headers
         self._captured: dict[bytes, bytes] = {}
         self._xff: bytes | None = None
         self._chunked = False
@@ -236,6 +244,9 @@ class ClientConn(asyncio.Protocol):
             self._protocol_error(400 if cause is None else _CALLBACK_STATUS.get(type(cause), 400))
         except httptools.HttpParserError:
             self._protocol_error(400)
+        ex = self.exchange
+        if ex is not None and not ex.launched:
+            ex.start()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -276,6 +287,8 @@ class ClientConn(asyncio.Protocol):
         line_end = data.find(b"\r\n")
         if data[line_end - 9 : line_end] != b" HTTP/1.1" or lower.count(b"\r\nhost:") != 1:
             return False  # no Host or several: the full path answers 400
+        if data[data.find(b" ") + 1] != 47:  # not origin-form ("/…"): the full path rewrites it
+            return False
         state = self._validator_state
         state.complete = False
         try:
@@ -321,6 +334,7 @@ class ClientConn(asyncio.Protocol):
         self._chunked = False
         self._head_bytes = 0
         self._unlisted = 0
+        self._host_at = -1
         self.head_started = self.fe.loop.time()
 
     def on_url(self, url: bytes) -> None:
@@ -336,7 +350,14 @@ class ClientConn(asyncio.Protocol):
             if lower in self._captured:
                 raise MalformedHead
             self._captured[lower] = value
+            self._host_at = len(self._headers)
             self._headers.append(b"%s: %s\r\n" % (name, value))
+            return
+        if action == _LENGTH:  # llhttp refuses a second one, and one with Transfer-Encoding
+            if not value.isdigit():
+                raise MalformedHead
+            self._captured[lower] = value  # forwarded in place, its value canonical ("05" → 5)
+            self._headers.append(b"%s: %d\r\n" % (name, int(value)))
             return
         if action == _CAPTURE:  # a key source: forward and remember
             self._captured[lower] = value
@@ -375,6 +396,12 @@ class ClientConn(asyncio.Protocol):
         http10 = version == "1.0"
         if not http10 and (version != "1.1" or b"host" not in self._captured):
             raise MalformedHead  # HTTP/0.9; HTTP/1.1 without Host (RFC 9112 §3.2)
+        if self._chunked and (http10 or not _valid_codings(self._captured[b"transfer-encoding"])):
+            # Refused before any byte of the request goes upstream: a coding list that does not
+            # end in one chunked, or any coding on HTTP/1.0 (RFC 9112 §6.1: faulty framing).
+            raise MalformedHead
+        if url[:1] != b"/":
+            url = self._origin_form(method, url)
         head = self._build_head(method, url, headers, http10)
         admin = url.startswith(ADMIN_PREFIXES) and is_admin(url, method)
         ex = Exchange(
@@ -394,20 +421,43 @@ class ClientConn(asyncio.Protocol):
         self.head_started = 0.0
         self._headers = _DISCARD  # trailer fields (if any) are not forwarded: never kept
         if self.exchange is None:
+            # Started by data_received once every byte that came with the head has parsed
+            # cleanly: a request whose framing fails there never reaches a replica.
             self.exchange = ex
-            ex.start()
         else:
             self.queue.append(ex)
             self.pause_reading(self.PAUSE_PIPELINE)
 
+    def _origin_form(self, method: bytes, url: bytes) -> bytes:
+        """The origin-form of a request target that is not one (RFC 9112 §3.2): an
+        absolute-form target becomes its path and query, its authority the Host; ``OPTIONS *``
+        stays. Anything else (authority-form, CONNECT, other schemes) is refused."""
+        if url == b"*" and method == b"OPTIONS":
+            return url
+        lower = url.lower()
+        if not lower.startswith((b"http://", b"https://")) or method == b"CONNECT":
+            raise MalformedHead
+        rest = url[lower.find(b"://") + 3 :]
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority, path = rest[:cut], rest[cut:]
+        if not authority or b"@" in authority:  # no userinfo (RFC 9110 §4.2.4)
+            raise MalformedHead
+        host_line = b"Host: %s\r\n" % authority
+        if self._host_at >= 0:  # the authority replaces the Host field (RFC 9112 §3.2.2)
+            self._headers[self._host_at] = host_line
+        else:  # HTTP/1.0 without Host
+            self._headers.append(host_line)
+        self._captured[b"host"] = authority
+        return path if path.startswith(b"/") else b"/" + path
+
     def _build_head(self, method: bytes, url: bytes, headers: list[bytes], http10: bool) -> bytes:
         captured = self._captured
-        if captured:
-            connection = captured.get(b"connection")
-            if connection and connection not in (b"close", b"keep-alive"):
-                # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-                named = {t.strip() for t in connection.split(b",")}
-                headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
+        connection = captured.get(b"connection")
+        if connection and connection not in (b"close", b"keep-alive"):
+            # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1), except those
+            # that frame or address the request (a desync if the replica lost them).
+            named = {t.strip() for t in connection.split(b",")} - _NEVER_NAMED
+            headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
         xff = (
             self._xff_line
             if self._xff is None
@@ -492,7 +542,7 @@ class ClientConn(asyncio.Protocol):
             return
         if ex is not None:  # the body of the request in progress is malformed: give it up
             self.exchange = None
-            ex.abandon()
+            ex.abandon(reset=True)
             if ex.relayed:
                 self.transport.close()
                 return
@@ -511,6 +561,20 @@ class ClientConn(asyncio.Protocol):
             self._protocol_error(408)
         elif not self.head_started and now - self.idle_since > self.fe.client_idle_timeout_s:
             self.transport.close()
+
+
+_CODING = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")  # a token, lower-cased (RFC 9110 §5.6.2)
+
+
+def _valid_codings(value: bytes) -> bool:
+    """A request's Transfer-Encoding list (lower-cased, comma-joined): tokens without
+    parameters, chunked exactly once and last (RFC 9112 §6.1)."""
+    codings = [c.strip() for c in value.split(b",")]
+    return (
+        codings[-1] == b"chunked"
+        and codings.count(b"chunked") == 1
+        and all(_CODING.fullmatch(c) for c in codings)
+    )
 
 
 def is_admin(url: bytes, method: bytes) -> bool:

@@ -74,6 +74,7 @@ class Exchange:
         "http10",
         "keep_alive",
         "key",
+        "launched",
         "method",
         "name",
         "no_body",
@@ -131,11 +132,13 @@ class Exchange:
         self.started = 0.0  # when the current attempt's request went out
         self.t0 = 0.0  # the request's start, for the retry time budget (set when first needed)
         self.retrying = False  # holds one of the retry budget's slots
+        self.launched = False  # start() was called
 
     # -- routing ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Choose the replica (or the admin app) and send the request."""
+        self.launched = True
         if self.admin:
             self._use(self.fe.admin_address)
             return
@@ -573,11 +576,16 @@ class Exchange:
             self._log_access(status, None)
         self._finished()
 
-    def abandon(self) -> None:
-        """The client went away: stop whatever is under way."""
+    def abandon(self, *, reset: bool = False) -> None:
+        """The client went away, or its request turned out malformed (``reset``: the replica
+        must see an incomplete request end in a reset, never a request it could complete)."""
         if self.connecting is not None:
             self.connecting.cancel()  # it may not have started: its own bookkeeping may not run
             self._connect_done()
+        conn = self.conn
+        if reset and conn is not None and not self.request_done:
+            conn.user = None
+            conn.abort()
         self._detach(close=True)
         if self.retrying:
             self._end_retry()
