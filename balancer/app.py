@@ -36,7 +36,7 @@ from balancer.coordination import AdminRelay, Leadership, NoRelay, SoloLeadershi
 from balancer.discovery import TargetsApi
 from balancer.duties import LeaderDuties
 from balancer.errors import LBError, StoreUnavailable
-from balancer.health import HealthMonitor, wait_ready
+from balancer.health import HealthMonitor, health_check, wait_ready
 from balancer.http.frontend import Frontend, ejection_policy, retry_policy
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
@@ -193,7 +193,9 @@ class BalancerService:
 
     def _manager(self, probe_session: aiohttp.ClientSession) -> ReplicaManager:
         s = self.settings
-        ready = partial(wait_ready, probe_session, timeout_s=s.spawn_timeout_s)
+        ready = partial(
+            wait_ready, probe_session, timeout_s=s.spawn_timeout_s, check=health_check(s)
+        )
         alive_ttl_s = s.heartbeat_interval_s * (1 + s.heartbeat_jitter) * s.heartbeat_fails + min(
             s.heartbeat_timeout_s, s.heartbeat_interval_s
         )
@@ -234,6 +236,7 @@ class BalancerService:
             rise=s.heartbeat_rise,
             jitter=s.heartbeat_jitter,
             on_up=supervisor.on_up,
+            check=health_check(s),
         )
         self.liveness.monitor = monitor
         return LeaderDuties(

@@ -51,11 +51,15 @@ _HELP: dict[str, str] = {
     "process",
     "key_source": "comma list tried in order: query:<name>, header:<name>, cookie:<name>, ip, "
     "path; no match → a random 6-digit id",
-    "heartbeat_interval_s": "seconds between /heartbeat probes of each replica",
+    "heartbeat_interval_s": "seconds between health probes of each replica",
     "heartbeat_timeout_s": "seconds a probe may take",
     "heartbeat_fails": "fall: consecutive failed probes that mark a replica DOWN",
     "heartbeat_rise": "rise: consecutive passed probes that bring a DOWN replica back UP",
     "heartbeat_jitter": "spread of the probe interval, a fraction of it (0..0.5)",
+    "health_path": "path (and query) the health probes GET on each replica, e.g. a readiness "
+    "check that exercises what requests need; default the contract's /heartbeat",
+    "health_status": "statuses that pass a health probe: comma list of statuses and ranges "
+    "within 200..599, e.g. 200-399 (redirects are not followed); default 200",
     "replace_after_s": "seconds a DOWN replica that still runs may take to rise before it is "
     "replaced (0: replace at once; one whose process or container is gone is always replaced "
     "at once)",
@@ -69,15 +73,19 @@ _HELP: dict[str, str] = {
     "(upper-cased; default the idempotent GET,HEAD,OPTIONS; empty: none); a request that "
     "never reached one (connect failed) is retried whatever its method",
     "retry_on": "comma list of what is retried on the key's next replica: connect (refused or "
-    "failed), reset (closed before any response byte), 5xx (a 502/503/504 answered by the "
-    "replica, before anything was relayed); empty: no retries",
+    "failed), reset (closed before any response byte), 5xx (any 500-599 answered by the "
+    "replica, before anything was relayed), gateway-error (only 502/503/504, likewise); "
+    "empty: no retries",
     "retry_timeout_s": "seconds from a request's start after which it gets no new attempt",
     "retry_budget": "retries in flight per process may not exceed max(3, this share of the "
     "requests in flight); beyond it the failure is answered (0..1)",
     "eject_consecutive": "outlier detection: failed requests in a row (connect errors, resets, "
     "timeouts) that eject a replica from this process's routing; 0 = off",
-    "eject_on_5xx": "outlier detection also counts 502/503/504 answered by a replica: true "
-    "(default) or false",
+    "eject_on_5xx": "outlier detection also counts the eject_statuses answered by a replica: "
+    "true (default) or false (none counts)",
+    "eject_statuses": "statuses answered by a replica that count as failed requests: comma list "
+    "of statuses and ranges within 500..599; default 500-599 (Envoy's consecutive_5xx), "
+    "502-504 for gateway errors only",
     "base_ejection_s": "seconds of a replica's first ejection; the n-th lasts n times as long",
     "max_ejection_s": "upper bound of one ejection, in seconds",
     "max_ejection_share": "at most floor(this × members) replicas are ejected at once (0..1)",
@@ -127,6 +135,8 @@ class Settings:
     heartbeat_fails: int = 2
     heartbeat_rise: int = 2
     heartbeat_jitter: float = 0.1
+    health_path: str = "/heartbeat"
+    health_status: str = "200"
     replace_after_s: float = 0.0
     spawn_timeout_s: float = 10.0
     upstream_connect_timeout_s: float = 1.0
@@ -140,6 +150,7 @@ class Settings:
     retry_budget: float = 0.2
     eject_consecutive: int = 5
     eject_on_5xx: bool = True
+    eject_statuses: str = "500-599"
     base_ejection_s: float = 2.0
     max_ejection_s: float = 30.0
     max_ejection_share: float = 0.5
@@ -200,6 +211,10 @@ class Settings:
             ),
             (0.0 <= self.max_ejection_share <= 1.0, "max_ejection_share must be in [0, 1]"),
             (0.0 <= self.heartbeat_jitter <= 0.5, "heartbeat_jitter must be in [0, 0.5]"),
+            (
+                _PATH.fullmatch(self.health_path) is not None,
+                "health_path must start with / and be printable ASCII without spaces or #",
+            ),
             (self.replace_after_s >= 0, "replace_after_s must be at least 0"),
             (0.0 <= self.access_log_sample <= 1.0, "access_log_sample must be in [0, 1]"),
             (
@@ -210,6 +225,7 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        _ = self.eject_status_set, self.health_status_set  # raise ConfigError when malformed
         for backend in self.backend_list:
             host, _, port = backend.rpartition(":")
             if not host or not port.isdigit():
@@ -230,6 +246,14 @@ class Settings:
     @property
     def retry_on_set(self) -> frozenset[str]:
         return frozenset(c.strip().lower() for c in self.retry_on.split(",") if c.strip())
+
+    @property
+    def eject_status_set(self) -> frozenset[int]:
+        return parse_statuses("eject_statuses", self.eject_statuses, 500, 599)
+
+    @property
+    def health_status_set(self) -> frozenset[int]:
+        return parse_statuses("health_status", self.health_status, 200, 599)
 
     @property
     def backend_list(self) -> list[str]:
@@ -266,13 +290,35 @@ _SECONDS = (
     "redis_timeout_s",
     "docker_timeout_s",
 )
-RETRY_CONDITIONS = frozenset({"connect", "reset", "5xx"})
+RETRY_CONDITIONS = frozenset({"connect", "reset", "5xx", "gateway-error"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+_PATH = re.compile(r"/[!-\"$-~]*")  # goes into a request line: printable, no space, no fragment
+_STATUSES = re.compile(r"([0-9]{3})(?:-([0-9]{3}))?")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
 _BOOLEANS.update({"false": False, "0": False, "no": False, "off": False})
 _SECRETS = frozenset({"hash_seed", "admin_token"})  # never echoed in errors, not in repr(Settings)
 _HINTS = typing.get_type_hints(Settings)
 _FIELDS = [f.name for f in dataclasses.fields(Settings)]
+
+
+def parse_statuses(name: str, spec: str, low: int, high: int) -> frozenset[int]:
+    """The statuses of a spec such as ``"500-599"`` or ``"502-504,500"``.
+
+    Raises:
+        ConfigError: when a part is not a status or a range ``a-b`` with low <= a <= b <= high.
+    """
+    statuses: set[int] = set()
+    for part in spec.split(","):
+        match = _STATUSES.fullmatch(part.strip())
+        first = int(match[1]) if match else 0
+        last = int(match[2] or first) if match else 0
+        if not low <= first <= last <= high:
+            raise ConfigError(
+                f"{name} must be a comma list of statuses and ranges (a-b) within "
+                f"{low}..{high}; got {spec!r}"
+            )
+        statuses.update(range(first, last + 1))
+    return frozenset(statuses)
 
 
 def load_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:

@@ -1,6 +1,9 @@
-"""Active health checks: ``GET /heartbeat`` on every ring member, on a jittered interval.
+"""Active health checks: a ``GET`` (``/heartbeat``) on every ring member, on a jittered interval.
 
-Owns ``probe``, ``wait_ready`` and ``HealthMonitor``, with HAProxy's rise/fall semantics: a
+Owns ``HealthCheck`` (what a probe asks and which statuses pass it: by default the contract's
+``/heartbeat`` answering 200; ``health_path`` and ``health_status`` can point it at a check that
+exercises what requests need, HAProxy's ``option httpchk`` with ``http-check expect status``),
+``probe``, ``wait_ready`` and ``HealthMonitor``, with HAProxy's rise/fall semantics: a
 replica is UP until ``fall`` consecutive probes fail, then DOWN until ``rise`` consecutive probes
 pass. While UP, a passed probe writes its liveness to the store with a TTL long enough to survive
 ``fall - 1`` missed probes; going DOWN drops the liveness at once and reports the replica
@@ -18,12 +21,18 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
+from yarl import URL
 
 from balancer.errors import SpawnTimeout, StoreUnavailable
 from balancer.membership import RingView
 from balancer.store import Store
+
+if TYPE_CHECKING:
+    from balancer.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +40,49 @@ OnDead = Callable[[str], Awaitable[None]]
 OnUp = Callable[[str], Awaitable[None]]
 
 
-async def probe(session: aiohttp.ClientSession, address: str, timeout_s: float) -> bool:
-    """True when ``http://address/heartbeat`` answers 200 within ``timeout_s``."""
+@dataclass(frozen=True)
+class HealthCheck:
+    """What a probe GETs (path and query, validated by ``Settings``: it goes into a request
+    line as is) and the statuses that pass it (a redirect is not followed)."""
+
+    path: str = "/heartbeat"
+    statuses: frozenset[int] = frozenset({200})
+
+
+HEARTBEAT = HealthCheck()  # the contract's check
+
+
+def health_check(s: Settings) -> HealthCheck:
+    """The health check ``s`` configures."""
+    return HealthCheck(s.health_path, s.health_status_set)
+
+
+async def probe(
+    session: aiohttp.ClientSession, address: str, timeout_s: float, check: HealthCheck = HEARTBEAT
+) -> bool:
+    """True when ``GET http://address<check.path>`` answers one of ``check.statuses`` within
+    ``timeout_s``."""
     try:
         async with session.get(
-            f"http://{address}/heartbeat", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            URL(f"http://{address}{check.path}", encoded=True),  # sent as configured
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as resp:
             await resp.read()
-            return resp.status == 200
+            return resp.status in check.statuses
     except (aiohttp.ClientError, TimeoutError, OSError):
         return False
 
 
 async def wait_ready(
-    session: aiohttp.ClientSession, address: str, timeout_s: float, *, every_s: float = 0.05
+    session: aiohttp.ClientSession,
+    address: str,
+    timeout_s: float,
+    *,
+    every_s: float = 0.05,
+    check: HealthCheck = HEARTBEAT,
 ) -> None:
-    """Wait until ``address`` passes its first heartbeat.
+    """Wait until ``address`` passes its first health check.
 
     Raises:
         SpawnTimeout: when it has not passed one within ``timeout_s``.
@@ -56,7 +92,7 @@ async def wait_ready(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise SpawnTimeout(f"replica at {address} did not pass a heartbeat in {timeout_s}s")
-        if await probe(session, address, min(remaining, 1.0)):
+        if await probe(session, address, min(remaining, 1.0), check):
             return
         await asyncio.sleep(min(every_s, max(0.0, deadline - time.monotonic())))
 
@@ -78,6 +114,7 @@ class HealthMonitor:
         jitter: float = 0.0,
         on_up: OnUp | None = None,
         rng: random.Random | None = None,
+        check: HealthCheck = HEARTBEAT,
     ) -> None:
         """``fails`` is HAProxy's ``fall``; ``jitter`` a fraction of the interval (0..0.5)."""
         self._store = store
@@ -91,6 +128,7 @@ class HealthMonitor:
         self._rise = rise
         self._jitter = jitter
         self._rng = rng or random.Random()
+        self._check = check
         self.ttl_s = interval_s * (1 + jitter) * fails + self._timeout_s
         self.failures: dict[str, int] = {}  # consecutive failed probes
         self.passes: dict[str, int] = {}  # consecutive passed probes of a DOWN replica
@@ -131,7 +169,7 @@ class HealthMonitor:
         addresses = dict(self._view.current.addresses)
         names = list(addresses)
         results = await asyncio.gather(
-            *(probe(self._session, addresses[n], self._timeout_s) for n in names)
+            *(probe(self._session, addresses[n], self._timeout_s, self._check) for n in names)
         )
         for gone in set(self.failures) - set(names):  # no longer a member: forget its history
             self.failures.pop(gone, None)
@@ -161,7 +199,7 @@ class HealthMonitor:
         self.passes[name] = 0
         count = self.failures.get(name, 0) + 1
         self.failures[name] = count
-        log.warning("heartbeat of %s failed (%d/%d)", name, count, self._fails)
+        log.warning("health check of %s failed (%d/%d)", name, count, self._fails)
         if count >= self._fails:  # repeated while it stays DOWN; the supervisor dedups
             self.down.add(name)
             await self._store.mark_dead(name)

@@ -358,12 +358,13 @@ class Exchange:
             )
 
     def _gateway_error(self, status: int) -> bool:
-        """The replica answered 502/503/504 (the head is complete, nothing relayed yet): count
-        it; True when the request went to another replica instead of relaying that answer."""
+        """The replica answered one of ``fe.error_statuses`` (the head is complete, nothing
+        relayed yet): count it if ejection does; True when the request went to another replica
+        instead of relaying that answer (a status ``retry_on`` retries)."""
         fe = self.fe
-        if fe.eject_on_5xx:
+        if status in fe.eject_statuses:
             self._count_failure()
-        if not fe.retry_on_5xx:
+        if status not in fe.retry_statuses:
             return False
         name = self._retry_choice(sent=True)
         if name is None:
@@ -443,7 +444,7 @@ class Exchange:
                     self.client.write_error(
                         400, no_endpoint_message(self._path_text()), head_only=self.no_body
                     )
-                elif 502 <= status <= 504 and self._gateway_error(status):
+                elif status in self.fe.error_statuses and self._gateway_error(status):
                     return  # retried elsewhere: this answer is dropped
         if out:
             self.relayed = True
@@ -478,9 +479,9 @@ class Exchange:
         self.client.exchange_finished(self)
 
     def _answered(self, status: int) -> None:
-        """A complete response: a success for outlier detection, unless it is a 502/503/504
-        that counted as a failure."""
-        if not (self.fe.eject_on_5xx and 502 <= status <= 504):
+        """A complete response: a success for outlier detection, unless its status counted as
+        a failure."""
+        if status not in self.fe.eject_statuses:
             self.fe.outlier.success(self.name)
 
     def _log_access(self, status: int, duration_s: float | None) -> None:

@@ -35,10 +35,14 @@ class RetryPolicy:
     """Which failed requests go to the key's next replica (``balancer.http.exchange``)."""
 
     methods: Collection[str] = ("GET", "HEAD", "OPTIONS")  # retried once bytes were sent
-    on: Collection[str] = ("connect", "reset")  # of connect, reset, 5xx
+    on: Collection[str] = ("connect", "reset")  # of connect, reset, 5xx, gateway-error
     timeout_s: float = 5.0  # no new attempt this long after the request's start
     budget: float = 0.2  # retries in flight ≤ max(min_concurrency, budget × requests in flight)
     min_concurrency: int = 3
+
+
+# The answers each ``retry_on`` condition retries (Envoy's ``5xx`` and ``gateway-error``).
+RETRIED_STATUSES = {"5xx": range(500, 600), "gateway-error": range(502, 505)}
 
 
 def retry_policy(s: Settings) -> RetryPolicy:
@@ -53,7 +57,7 @@ def ejection_policy(s: Settings) -> EjectionPolicy:
         base_s=s.base_ejection_s,
         max_s=s.max_ejection_s,
         max_share=s.max_ejection_share,
-        on_5xx=s.eject_on_5xx,
+        statuses=s.eject_status_set if s.eject_on_5xx else frozenset(),
     )
 
 
@@ -97,7 +101,9 @@ class Frontend:
         self.retry_methods = frozenset(m.encode() for m in retry.methods)
         self.retry_on_connect = "connect" in retry.on
         self.retry_on_reset = "reset" in retry.on
-        self.retry_on_5xx = "5xx" in retry.on
+        self.retry_statuses = frozenset(
+            status for on in retry.on for status in RETRIED_STATUSES.get(on, ())
+        )
         self.retry_timeout_s = retry.timeout_s
         self.retry_budget = retry.budget
         self.retry_min_concurrency = retry.min_concurrency
@@ -108,7 +114,9 @@ class Frontend:
         self.outlier.retain(view.current.ring.members)
         self.ejected = self.outlier.ejected
         self.failing = self.outlier.failing
-        self.eject_on_5xx = ejection.on_5xx
+        self.eject_statuses = ejection.statuses
+        # The answers the exchange stops at before relaying (ejection counts or retry_on retries).
+        self.error_statuses = self.eject_statuses | self.retry_statuses
         self.connections: set[ClientConn] = set()
         # Bounded loads' c (0 = off), tested by every request, so kept here; the ring settings
         # in force set it, again at every ring swap (shared settings can change at runtime).

@@ -2,8 +2,10 @@
 
 Owns ``EjectionPolicy`` and ``OutlierDetector`` (Envoy's outlier detection, consecutive-failure
 flavour). The data path reports each failed attempt (``failure``: connect errors, resets,
-timeouts, invalid responses, and 502/503/504 answers when the policy counts them) and each
-success (``success``: a complete response). ``consecutive`` failures in a row eject a replica for
+timeouts, invalid responses, and answers whose status is one of the policy's ``statuses``: every
+5xx by default, like Envoy's ``consecutive_5xx`` and HAProxy's ``observe layer7``, so a replica
+that passes its health checks but fails every request is ejected too) and each other complete
+response (``success``). ``consecutive`` failures in a row eject a replica for
 ``base_s × times ejected``, at most ``max_s``; a success resets the count. The multiplier drops
 by one for every ``max_s`` the replica then spends un-ejected, so a replica that fails once in a
 long while is not punished for its old record. At most ``floor(max_share × members)`` replicas
@@ -33,7 +35,9 @@ class EjectionPolicy:
     base_s: float = 2.0  # the first ejection's length; the n-th lasts n × base_s
     max_s: float = 30.0  # no ejection lasts longer
     max_share: float = 0.5  # at most floor(max_share × members) replicas ejected at once
-    on_5xx: bool = True  # 502/503/504 answered by a replica count as failures
+    # Statuses answered by a replica that count as failures (empty: none; the data path only
+    # looks at 5xx answers, so the set is within 500..599).
+    statuses: frozenset[int] = frozenset(range(500, 600))
 
 
 class OutlierDetector:

@@ -1,5 +1,6 @@
 """Active health checks with HAProxy's rise/fall: DOWN after ``fall`` failed probes, UP again
-only after ``rise`` passed ones, probes spaced by a jittered interval."""
+only after ``rise`` passed ones, probes spaced by a jittered interval; the check's path and the
+statuses that pass it are configurable (``health_path``, ``health_status``)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,31 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from balancer.config import Settings
 from balancer.hashing import RingSettings
-from balancer.health import HealthMonitor
+from balancer.health import HealthCheck, HealthMonitor, health_check, probe
 from balancer.membership import RingView
 from balancer.store import InMemoryStore, Replica
+from tests.conftest import BalancerFactory, eventually
+from tests.http.test_error_answers import answering_balancer
 
 
 class Flaky:
-    """A replica whose ``/heartbeat`` passes or fails on demand."""
+    """A replica whose ``/heartbeat`` passes or fails on demand; ``/ready`` answers ``ready``
+    (``?status=`` overrides it), ``/moved`` redirects to ``/heartbeat``."""
 
     def __init__(self) -> None:
         self.healthy = True
+        self.ready = 200
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy else 500)
+
+    async def ready_check(self, request: web.Request) -> web.Response:
+        return web.Response(status=int(request.query.get("status", self.ready)))
+
+    async def moved(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/heartbeat")
 
 
 @pytest.fixture
@@ -32,6 +44,8 @@ async def flaky() -> AsyncIterator[tuple[Flaky, str]]:
     replica = Flaky()
     app = web.Application()
     app.router.add_get("/heartbeat", replica.heartbeat)
+    app.router.add_get("/ready", replica.ready_check)
+    app.router.add_get("/moved", replica.moved)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     yield replica, f"127.0.0.1:{server.port}"
@@ -112,3 +126,69 @@ def test_probe_intervals_are_jittered_within_bounds() -> None:
         fails=2,
     )
     assert {steady.next_interval_s() for _ in range(10)} == {1.0}
+
+
+async def _monitor_of_one(
+    address: str, session: aiohttp.ClientSession, check: HealthCheck, events: list[str]
+) -> tuple[HealthMonitor, InMemoryStore]:
+    store = InMemoryStore()
+    await store.commit([Replica("r", 1, address)], expected_epoch=0, target=1)
+    view = RingView(store, RingSettings())
+    await view.refresh()
+
+    async def on_dead(name: str) -> None:
+        events.append(f"dead {name}")
+
+    monitor = HealthMonitor(
+        store, view, session, on_dead, interval_s=0.1, timeout_s=0.5, fails=2, check=check
+    )
+    return monitor, store
+
+
+async def test_a_failing_check_path_marks_the_replica_down(flaky: tuple[Flaky, str]) -> None:
+    replica, address = flaky
+    replica.ready = 500  # /heartbeat still passes
+    events: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        check = HealthCheck("/ready", frozenset({200}))
+        monitor, store = await _monitor_of_one(address, session, check, events)
+        for _ in range(2):
+            await monitor.check_once()
+        assert events == ["dead r"] and monitor.alive("r") is None
+        assert await store.alive() == frozenset()
+        assert await probe(session, address, 0.5)  # the default check, /heartbeat, passes
+
+
+@pytest.mark.parametrize(
+    ("path", "statuses", "passes"),
+    [
+        ("/ready", "200", True),
+        ("/ready?status=204", "200", False),
+        ("/ready?status=204", "200-299", True),
+        ("/moved", "200", False),  # a redirect is not followed: its status is the answer
+        ("/moved", "200-399", True),
+        ("/ready?status=503", "200-399,503", True),
+        ("/nowhere", "200-399", False),
+    ],
+)
+async def test_the_check_path_and_its_passing_statuses(
+    flaky: tuple[Flaky, str], path: str, statuses: str, passes: bool
+) -> None:
+    _, address = flaky
+    check = health_check(Settings(health_path=path, health_status=statuses))
+    async with aiohttp.ClientSession() as session:
+        assert await probe(session, address, 0.5, check) is passes
+
+
+async def test_health_path_takes_a_replica_failing_it_out(make_balancer: BalancerFactory) -> None:
+    """End to end: every replica answers /heartbeat, but the balancer probes /ready, which the
+    victim fails (500, as it does every request): it goes DOWN and is replaced."""
+    lb, handler, ids = await answering_balancer(make_balancer, health_path="/ready")
+    victim = "Server 2"
+    handler.status[ids[victim]] = 500
+
+    async def replaced() -> bool:
+        return victim not in await lb.names() and len(await lb.names()) == 3
+
+    await eventually(replaced, timeout_s=5.0)
+    assert handler.seen[ids[victim]] > 0  # its /ready was probed

@@ -215,3 +215,46 @@ def test_hash_seed_out_of_range_is_a_config_error(seed: str) -> None:
 def test_log_level_is_validated() -> None:
     with pytest.raises(ConfigError):
         load_settings([], {"LB_LOG_LEVEL": "verbose"})
+
+
+def test_status_sets_are_parsed_once_into_sets(tmp_path: Path) -> None:
+    s = load_settings(
+        ["--eject-statuses", "502-504, 500", "--config", write(tmp_path, 'health_status = "200"')],
+        {"LB_HEALTH_STATUS": "200-299,304", "LB_HEALTH_PATH": "/ready?deep=1"},
+    )
+    assert s.eject_status_set == frozenset({500, 502, 503, 504})
+    assert s.health_status_set == frozenset(range(200, 300)) | {304}
+    assert s.health_path == "/ready?deep=1"
+    defaults = Settings()
+    assert defaults.eject_status_set == frozenset(range(500, 600))
+    assert (defaults.health_path, defaults.health_status_set) == ("/heartbeat", frozenset({200}))
+    assert load_settings(["--retry-on", "gateway-error,5xx"], {}).retry_on_set == {
+        "gateway-error",
+        "5xx",
+    }
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--eject-statuses", ""],
+        ["--eject-statuses", "499"],  # ejection counts 5xx answers only
+        ["--eject-statuses", "600"],
+        ["--eject-statuses", "5xx"],
+        ["--eject-statuses", "504-502"],
+        ["--eject-statuses", "500-"],
+        ["--eject-statuses", "500,,501"],
+        ["--health-status", "199"],
+        ["--health-status", "200-600"],
+        ["--health-status", "ok"],
+        ["--health-path", "heartbeat"],
+        ["--health-path", ""],
+        ["--health-path", "/heart beat"],
+        ["--health-path", "/a\r\nX-Injected: 1"],
+        ["--health-path", "/a#frag"],
+        ["--health-path", "/caf\u00e9"],
+    ],
+)
+def test_malformed_status_sets_and_health_paths_are_rejected(argv: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(argv, {})

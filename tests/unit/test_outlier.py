@@ -157,16 +157,20 @@ def test_ejection_settings_flags_env_and_validation() -> None:
         {"LB_MAX_EJECTION_S": "4", "LB_MAX_EJECTION_SHARE": "0.25"},
     )
     assert ejection_policy(s) == EjectionPolicy(
-        consecutive=3, base_s=0.5, max_s=4.0, max_share=0.25, on_5xx=False
+        consecutive=3, base_s=0.5, max_s=4.0, max_share=0.25, statuses=frozenset()
     )
     assert ejection_policy(Settings()) == EjectionPolicy()  # the documented defaults
+    assert EjectionPolicy().statuses == frozenset(range(500, 600))  # every 5xx, as Envoy
     assert load_settings(["--eject-on-5xx", "TRUE"], {}).eject_on_5xx is True
+    gateway = load_settings([], {"LB_EJECT_STATUSES": "502-504"})
+    assert ejection_policy(gateway).statuses == frozenset({502, 503, 504})
     for argv, message in [
         (["--eject-on-5xx", "maybe"], "eject_on_5xx must be true or false"),
         (["--eject-consecutive", "-1"], "eject_consecutive must be at least 0"),
         (["--max-ejection-share", "1.5"], "max_ejection_share must be in [0, 1]"),
         (["--base-ejection-s", "0"], "base_ejection_s must be positive"),
         (["--base-ejection-s", "40"], "max_ejection_s must be at least base_ejection_s"),
+        (["--eject-statuses", "404,500"], "eject_statuses must be a comma list of statuses"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_settings(argv, {})
