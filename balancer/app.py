@@ -37,7 +37,7 @@ from balancer.discovery import TargetsApi
 from balancer.duties import LeaderDuties
 from balancer.errors import LBError, StoreUnavailable
 from balancer.health import HealthMonitor, health_check, wait_ready
-from balancer.http.frontend import Frontend, ejection_policy, retry_policy
+from balancer.http.frontend import Frontend, ejection_policy, retry_policy, timeouts
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.manager import ReplicaManager
@@ -154,9 +154,7 @@ class BalancerService:
             keys,
             admin_address=admin_address,
             retries=s.retries,
-            upstream_timeout_s=s.upstream_timeout_s,
-            client_idle_timeout_s=s.client_idle_timeout_s,
-            header_timeout_s=s.header_timeout_s,
+            timeouts=timeouts(s),
             access=AccessLog(s.access_log_sample),
             retry=retry_policy(s),
             ejection=ejection_policy(s),

@@ -65,7 +65,14 @@ _HELP: dict[str, str] = {
     "at once)",
     "spawn_timeout_s": "seconds a new replica has to pass its first heartbeat",
     "upstream_connect_timeout_s": "seconds to connect to a replica",
-    "upstream_timeout_s": "seconds from sending a request to a replica to its complete answer",
+    "upstream_timeout_s": "seconds without a byte to or from a replica while it owes an answer "
+    "(HAProxy's timeout server: an inactivity timeout, so long uploads and downloads that "
+    "progress are not cut): 504, or a reset of a response already under way",
+    "upstream_total_timeout_s": "seconds from sending a request to a replica to its complete "
+    "answer, whatever the progress (0 = no bound)",
+    "client_timeout_s": "seconds without progress while the balancer waits for the client: "
+    "request body bytes that do not arrive (408), a response it does not read, the rest of a "
+    "body after an early answer (HAProxy's timeout client)",
     "client_idle_timeout_s": "seconds an idle keep-alive client connection stays open",
     "header_timeout_s": "seconds a client has to send a complete request head (else 408)",
     "retries": "extra replicas tried when a replica refuses or drops a connection",
@@ -141,6 +148,8 @@ class Settings:
     spawn_timeout_s: float = 10.0
     upstream_connect_timeout_s: float = 1.0
     upstream_timeout_s: float = 30.0
+    upstream_total_timeout_s: float = 0.0
+    client_timeout_s: float = 30.0
     client_idle_timeout_s: float = 60.0
     header_timeout_s: float = 10.0
     retries: int = 2
@@ -216,6 +225,7 @@ class Settings:
                 "health_path must start with / and be printable ASCII without spaces or #",
             ),
             (self.replace_after_s >= 0, "replace_after_s must be at least 0"),
+            (self.upstream_total_timeout_s >= 0, "upstream_total_timeout_s must be at least 0"),
             (0.0 <= self.access_log_sample <= 1.0, "access_log_sample must be in [0, 1]"),
             (
                 all("!" <= c <= "~" for c in self.admin_token),
@@ -284,6 +294,7 @@ _SECONDS = (
     "spawn_timeout_s",
     "upstream_connect_timeout_s",
     "upstream_timeout_s",
+    "client_timeout_s",
     "client_idle_timeout_s",
     "header_timeout_s",
     "leader_ttl_s",

@@ -24,7 +24,7 @@ import aiohttp
 
 from balancer.accesslog import AccessLog
 from balancer.config import Settings
-from balancer.http.frontend import Frontend, ejection_policy, retry_policy
+from balancer.http.frontend import Frontend, ejection_policy, retry_policy, timeouts
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.membership import RingView
@@ -75,9 +75,7 @@ async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> 
             RawKeyExtractor(parse_key_sources(settings.key_source)),
             admin_address=admin_address,
             retries=settings.retries,
-            upstream_timeout_s=settings.upstream_timeout_s,
-            client_idle_timeout_s=settings.client_idle_timeout_s,
-            header_timeout_s=settings.header_timeout_s,
+            timeouts=timeouts(settings),
             access=AccessLog(settings.access_log_sample),
             retry=retry_policy(settings),
             ejection=ejection_policy(settings),

@@ -24,6 +24,7 @@ import httptools
 
 from balancer.http.exchange import Exchange
 from balancer.http.framing import HOP_BY_HOP
+from balancer.http.upstream import reset
 from balancer.wire import error_body
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ class ClientConn(asyncio.Protocol):
         "_head_bytes",
         "_headers",
         "_host_at",
+        "_mark",
+        "_mark_at",
         "_parsing",
         "_paused",
         "_unlisted",
@@ -164,6 +167,7 @@ class ClientConn(asyncio.Protocol):
         "parser",
         "peer",
         "pending_error",
+        "progress",
         "queue",
         "transport",
         "write_paused",
@@ -193,6 +197,11 @@ class ClientConn(asyncio.Protocol):
         self._unlisted = 0  # field lines of the head not kept in _headers
         self.head_started = 0.0
         self.idle_since = fe.loop.time()
+        # Bytes moved on behalf of the exchange in progress, in either direction on either side
+        # (a count, cheaper than a clock read per event); the sweeper notes when it last moved.
+        self.progress = 0
+        self._mark = 0
+        self._mark_at = self.idle_since
 
     # -- connection events -----------------------------------------------------------------
 
@@ -219,6 +228,7 @@ class ClientConn(asyncio.Protocol):
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
+        self.progress += 1
         if (
             self._between
             and self.exchange is None
@@ -256,6 +266,7 @@ class ClientConn(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.progress += 1
         ex = self.exchange
         if ex is not None and ex.conn is not None and ex.conn.transport is not None:
             ex.conn.transport.resume_reading()
@@ -489,14 +500,20 @@ class ClientConn(asyncio.Protocol):
     # -- exchange lifecycle ----------------------------------------------------------------
 
     def exchange_finished(self, ex: Exchange) -> None:
-        """The response of ``ex`` is complete; move on once its request is complete too."""
+        """The response of ``ex`` is complete; move on once its request is complete too (until
+        then the rest of its body is read and dropped, for at most the client timeout)."""
         ex.response_done = True
-        if ex is self.exchange and (ex.request_done or not ex.keep_alive):
-            self._advance(ex)
+        if ex is self.exchange:
+            if ex.request_done or not ex.keep_alive:
+                self._advance(ex)
+            else:  # drain the body: no replica reads it any more
+                self.idle_since = self.fe.loop.time()  # when the drain began
+                self.resume_reading(self.PAUSE_UPSTREAM | self.PAUSE_CONNECTING)
 
     def _advance(self, ex: Exchange) -> None:
         self.exchange = None
         self.idle_since = self.fe.loop.time()
+        self.progress += 1  # the next exchange's stall is counted from now
         if not ex.keep_alive or not ex.request_done or self.closed:
             self.transport.close()
             return
@@ -551,15 +568,50 @@ class ClientConn(asyncio.Protocol):
         self.transport.close()
 
     def check_timeouts(self, now: float) -> None:
+        """Apply the timeout of the state this connection is in (``frontend.Timeouts``)."""
+        timeouts = self.fe.timeouts
         ex = self.exchange
-        if ex is not None:
-            since = ex.in_flight_since
-            if since is not None and now - since > self.fe.upstream_timeout_s:
-                ex.timed_out()
+        if ex is None:
+            if self.head_started and now - self.head_started > timeouts.header_s:
+                self._protocol_error(408)
+            elif not self.head_started and now - self.idle_since > timeouts.idle_s:
+                self.transport.close()
             return
-        if self.head_started and now - self.head_started > self.fe.header_timeout_s:
-            self._protocol_error(408)
-        elif not self.head_started and now - self.idle_since > self.fe.client_idle_timeout_s:
+        if self.progress != self._mark:
+            self._mark, self._mark_at = self.progress, now
+        stalled_s = now - self._mark_at
+        if self._waiting_on_client(ex):
+            if stalled_s > timeouts.client_s or (
+                ex.response_done and now - self.idle_since > timeouts.client_s
+            ):
+                self._client_timed_out(ex)
+        elif ex.conn is not None and (
+            stalled_s > timeouts.upstream_s
+            or (timeouts.upstream_total_s and now - ex.started > timeouts.upstream_total_s)
+        ):
+            ex.timed_out()
+        # else connecting: the pool's connect timeout applies
+
+    def _waiting_on_client(self, ex: Exchange) -> bool:
+        """Whether the exchange waits for the client (else for its replica): the client does
+        not read the response, or its request body is due and the balancer is reading it."""
+        return (
+            self.write_paused
+            or ex.response_done
+            or not (ex.request_done or self._paused & (self.PAUSE_UPSTREAM | self.PAUSE_CONNECTING))
+        )
+
+    def _client_timed_out(self, ex: Exchange) -> None:
+        """The client stopped sending its request, or reading the response."""
+        self.exchange = None
+        ex.abandon(reset=True)
+        if ex.response_done:  # an early answer went out; the rest of the body did not come
+            self.transport.close()
+        elif ex.relayed:  # part of the response went out: only a reset can say it is cut short
+            reset(self.transport)
+        else:
+            self.fe.stats.client_error(408)
+            self.write_error(408, "Request timeout", close=True)
             self.transport.close()
 
 

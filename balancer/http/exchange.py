@@ -47,7 +47,7 @@ from urllib.parse import unquote_to_bytes
 from balancer.hashing import NoReplicasError, Ring
 from balancer.hashing.bounded import choose_bounded, load_cap
 from balancer.http.framing import DONE, HEAD, UNTIL_CLOSE, FramingError
-from balancer.http.upstream import UpstreamConn
+from balancer.http.upstream import UpstreamConn, reset
 from balancer.stats import ReplicaStats
 from balancer.wire import no_endpoint_message
 
@@ -402,6 +402,7 @@ class Exchange:
         conn = self.conn
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
+            self.client.progress += 1
             if self.replayable:
                 self._keep(data)
             return
@@ -424,6 +425,7 @@ class Exchange:
     def on_upstream_data(self, data: bytes) -> None:
         conn = self.conn
         assert conn is not None
+        self.client.progress += 1
         framer = conn.framer
         try:
             out = framer.feed(data)
@@ -513,7 +515,7 @@ class Exchange:
         self.conn = None
         self.stats.in_flight -= 1
         self.fe.stats.load -= 1
-        if framer.phase == UNTIL_CLOSE:  # the close delimits the body: a complete response
+        if framer.phase == UNTIL_CLOSE and not conn.reset:  # the close delimits the body
             self.keep_alive = False
             if not self.admin:
                 duration_s = self.fe.loop.time() - self.started
@@ -554,18 +556,25 @@ class Exchange:
             self.client.resume_reading(self.client.PAUSE_UPSTREAM)
 
     def timed_out(self) -> None:
-        """Called by the sweeper when the upstream took longer than the upstream timeout."""
+        """Called by the sweeper: the replica moved no byte for the upstream timeout (or the
+        optional total timeout passed)."""
         self.stats.errors["timeout"] += 1
         if not self.admin:
             self._count_failure()
+        if not self.request_done:  # the rest of the body has nowhere to go: close after the 504
+            self.keep_alive = False
+            conn = self.conn
+            if conn is not None:  # the replica must not take the partial request as complete
+                conn.user = None
+                conn.abort()
         self._detach(close=True)
         self._fail(504, f"Replica {self.name} timed out")
 
     def _fail(self, status: int, message: str) -> None:
-        if self.relayed:  # part of a response already went out: only closing can signal it
+        if self.relayed:  # part of a response already went out: a reset says it is cut short
             self.keep_alive = False
             self._finished()
-            self.client.transport.close()
+            reset(self.client.transport)
         else:
             self.respond_error(status, message)
 
@@ -593,7 +602,3 @@ class Exchange:
 
     def _path_text(self) -> str:
         return unquote_to_bytes(self.path.split(b"?", 1)[0]).decode("utf-8", "replace")
-
-    @property
-    def in_flight_since(self) -> float | None:
-        return self.started if self.conn is not None else None

@@ -45,6 +45,41 @@ class RetryPolicy:
 RETRIED_STATUSES = {"5xx": range(500, 600), "gateway-error": range(502, 505)}
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """Every state of a client connection has one that applies (enforced by the sweeper, in
+    ``ClientConn.check_timeouts``), HAProxy's ``timeout http-request`` / ``client`` /
+    ``server`` / ``http-keep-alive`` model:
+
+    - ``header_s``: a request head must be complete this long after its first byte (408);
+    - ``client_s``: inactivity while the balancer waits for the client: request body bytes not
+      arriving (408, or a reset once a response started), a response it does not read, the
+      rest of a body after an early answer (then the connection closes);
+    - ``upstream_s``: inactivity while a replica owes bytes: no byte to or from it (504, or a
+      reset of the client connection once part of the response was relayed);
+    - ``upstream_total_s``: optional bound from sending a request to its complete answer
+      (0 = none);
+    - ``idle_s``: a keep-alive connection between requests.
+    """
+
+    header_s: float = 10.0
+    client_s: float = 30.0
+    upstream_s: float = 30.0
+    upstream_total_s: float = 0.0
+    idle_s: float = 60.0
+
+
+def timeouts(s: Settings) -> Timeouts:
+    """The data path's timeouts ``s`` configures."""
+    return Timeouts(
+        header_s=s.header_timeout_s,
+        client_s=s.client_timeout_s,
+        upstream_s=s.upstream_timeout_s,
+        upstream_total_s=s.upstream_total_timeout_s,
+        idle_s=s.client_idle_timeout_s,
+    )
+
+
 def retry_policy(s: Settings) -> RetryPolicy:
     """The retry policy ``s`` configures."""
     return RetryPolicy(s.retry_method_set, s.retry_on_set, s.retry_timeout_s, s.retry_budget)
@@ -73,9 +108,7 @@ class Frontend:
         *,
         admin_address: str,
         retries: int,
-        upstream_timeout_s: float,
-        client_idle_timeout_s: float = 60.0,
-        header_timeout_s: float = 10.0,
+        timeouts: Timeouts | None = None,
         max_head_bytes: int = 32 * 1024,
         replay_limit: int = 64 * 1024,
         access: AccessLog | None = None,
@@ -89,9 +122,7 @@ class Frontend:
         self.header_actions = header_actions(keys.header_names)
         self.admin_address = admin_address
         self.retries = retries
-        self.upstream_timeout_s = upstream_timeout_s
-        self.client_idle_timeout_s = client_idle_timeout_s
-        self.header_timeout_s = header_timeout_s
+        self.timeouts = timeouts or Timeouts()
         self.max_head_bytes = max_head_bytes
         self.replay_limit = replay_limit
         self.access = access or AccessLog(0.0)

@@ -9,10 +9,24 @@ Must not import: aiohttp, redis, docker, httptools.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import struct
 from typing import Protocol, cast
 
 from balancer.http.framing import ResponseFramer
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Close ``transport`` with a TCP reset: the peer sees an error, never a clean end (a
+    close-delimited response cut short, or a request it must not complete)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()
 
 
 class UpstreamUser(Protocol):
@@ -24,7 +38,17 @@ class UpstreamUser(Protocol):
 
 
 class UpstreamConn(asyncio.Protocol):
-    __slots__ = ("address", "closed", "framer", "idle_since", "pool", "reused", "transport", "user")
+    __slots__ = (
+        "address",
+        "closed",
+        "framer",
+        "idle_since",
+        "pool",
+        "reset",
+        "reused",
+        "transport",
+        "user",
+    )
 
     def __init__(self, pool: UpstreamPool, address: str) -> None:
         self.pool = pool
@@ -33,6 +57,7 @@ class UpstreamConn(asyncio.Protocol):
         self.user: UpstreamUser | None = None
         self.closed = False
         self.reused = False
+        self.reset = False  # the connection ended in an error (a reset), not a clean close
         self.idle_since = 0.0
         self.framer = ResponseFramer()  # reused for every response on this connection
 
@@ -51,6 +76,7 @@ class UpstreamConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.reset = exc is not None
         self.pool.forget(self)
         user, self.user = self.user, None
         if user is not None:
@@ -70,9 +96,10 @@ class UpstreamConn(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
+        """Close with a reset (see ``reset``)."""
         self.closed = True
         if self.transport is not None:
-            self.transport.abort()
+            reset(self.transport)
 
 
 class UpstreamPool:
