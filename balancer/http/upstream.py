@@ -19,7 +19,7 @@ from balancer.http.framing import ResponseFramer
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 
 
-def reset(transport: asyncio.BaseTransport) -> None:
+def reset(transport: asyncio.Transport) -> None:
     """Close ``transport`` with a TCP reset: the peer sees an error, never a clean end (a
     close-delimited response cut short, or a request it must not complete)."""
     sock = transport.get_extra_info("socket")
