@@ -64,7 +64,7 @@ def _runtime(settings: Settings) -> ReplicaRuntime:
             network=settings.docker_network,
             deployment=settings.docker_deployment,
         )
-    return ProcessRuntime(settings.replica_host)
+    return ProcessRuntime(settings.replica_host, pass_env=settings.replica_env_names)
 
 
 async def _shared_service(

@@ -105,6 +105,9 @@ _HELP: dict[str, str] = {
     "backends": "comma list of host:port backends that already run; replaces the runtime "
     "(replicas defaults to their number)",
     "replica_host": "loopback address replicas of the process runtime listen on",
+    "replica_env": "comma list of environment variables the process runtime passes to its "
+    "replicas besides PATH, HOME, the locale, TZ, TMPDIR and the PYTHON* search paths; never "
+    "an LB_* setting (the balancer's secrets are among them)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "workers": "data-path processes sharing the port (SO_REUSEPORT) and this instance's ring",
     "redis_url": "redis:// URL of the state shared by several instances (empty: this instance "
@@ -166,6 +169,7 @@ class Settings:
     runtime: RuntimeName = "process"
     backends: str = ""
     replica_host: str = "127.0.0.1"
+    replica_env: str = ""
     log_level: LogLevel = "INFO"
     workers: int = 1
     access_log_sample: float = 0.0
@@ -228,6 +232,15 @@ class Settings:
             (self.upstream_total_timeout_s >= 0, "upstream_total_timeout_s must be at least 0"),
             (0.0 <= self.access_log_sample <= 1.0, "access_log_sample must be in [0, 1]"),
             (
+                all(_ENV_NAME.fullmatch(n) for n in self.replica_env_names),
+                "replica_env must be a comma list of environment variable names",
+            ),
+            (
+                not any(n.startswith("LB_") for n in self.replica_env_names),
+                "replica_env may not name an LB_* variable: those are the balancer's settings, "
+                "its secrets among them",
+            ),
+            (
                 all("!" <= c <= "~" for c in self.admin_token),
                 "admin_token must be printable ASCII without spaces",
             ),
@@ -264,6 +277,10 @@ class Settings:
     @property
     def health_status_set(self) -> frozenset[int]:
         return parse_statuses("health_status", self.health_status, 200, 599)
+
+    @property
+    def replica_env_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.replica_env.split(",") if n.strip())
 
     @property
     def backend_list(self) -> list[str]:
@@ -303,6 +320,7 @@ _SECONDS = (
 )
 RETRY_CONDITIONS = frozenset({"connect", "reset", "5xx", "gateway-error"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"/[!-\"$-~]*")  # goes into a request line: printable, no space, no fragment
 _STATUSES = re.compile(r"([0-9]{3})(?:-([0-9]{3}))?")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}

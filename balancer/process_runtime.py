@@ -7,6 +7,15 @@ a Ctrl-C meant for the balancer's terminal does not kill them behind the balance
 outlive the balancer that started them: another instance adopts them by pid. A handle's ``ident``
 is the process start time (``/proc/<pid>/stat``), so a recycled pid is never mistaken for the
 replica.
+
+A replica gets an allow-listed environment (``replica_environment``), never the balancer's: the
+balancer's holds its secrets (``LB_ADMIN_TOKEN``, ``LB_HASH_SEED``, a password in
+``LB_REDIS_URL``, whatever else its supervisor exported), and a replica's environment can be
+read by the code it runs and by every process of the same user (``/proc/<pid>/environ``). The
+allow-list is what ``python -m server`` needs to start and behave like the balancer's own
+interpreter; an operator adds names on purpose with ``--replica-env`` (nginx's ``env``
+directive), never an ``LB_*`` name. The Docker runtime likewise gives its containers
+``SERVER_ID`` alone.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -18,7 +27,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -29,6 +38,68 @@ log = logging.getLogger(__name__)
 
 
 _POLL_S = 0.02
+
+# What a replica inherits from the balancer's environment: the search path (PATH; PYTHONPATH,
+# PYTHONHOME and VIRTUAL_ENV, where the ``server`` package or the interpreter's home come from
+# there; HOME for user site-packages), locale and time zone (LANG, LANGUAGE, LC_*, TZ), the
+# temporary directory and the interpreter's output flags. Nothing else, whatever its name.
+INHERITED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "VIRTUAL_ENV",
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONPYCACHEPREFIX",
+    }
+)
+INHERITED_ENV_PREFIX = "LC_"
+RESERVED_ENV_PREFIX = "LB_"  # the balancer's settings (its secrets among them): never passed
+
+
+def replica_environment(
+    environ: Mapping[str, str], server_id: str, extra: Iterable[str] = ()
+) -> dict[str, str]:
+    """The environment of a replica process, taken from the balancer's ``environ``.
+
+    Args:
+        environ: the balancer's environment (``os.environ``).
+        server_id: the replica's id, its ``SERVER_ID``.
+        extra: further names to pass when ``environ`` has them (``--replica-env``).
+
+    Returns:
+        ``INHERITED_ENV`` and ``LC_*`` names found in ``environ``, the ``extra`` ones, and
+        ``SERVER_ID``.
+
+    Raises:
+        ValueError: when ``extra`` names an ``LB_*`` variable.
+    """
+    wanted = INHERITED_ENV | checked_pass_env(extra)
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name in wanted or name.startswith(INHERITED_ENV_PREFIX)
+    }
+    env["SERVER_ID"] = server_id
+    return env
+
+
+def checked_pass_env(names: Iterable[str]) -> frozenset[str]:
+    """``names`` as a set; ValueError if one is the balancer's own (``LB_*``)."""
+    chosen = frozenset(names)
+    refused = sorted(n for n in chosen if n.startswith(RESERVED_ENV_PREFIX))
+    if refused:
+        raise ValueError(
+            f"a replica never gets the balancer's {RESERVED_ENV_PREFIX}* settings: "
+            f"{', '.join(refused)}"
+        )
+    return chosen
 
 
 @dataclass
@@ -52,9 +123,13 @@ class ProcessRuntime:
         *,
         command: Sequence[str] = (sys.executable, "-m", "server"),
         stop_grace_s: float = 3.0,
+        pass_env: Iterable[str] = (),
     ) -> None:
+        """``pass_env``: names passed to replicas besides the allow-list (never ``LB_*``:
+        ValueError)."""
         self._host = host
         self._command = list(command)
+        self._pass_env = checked_pass_env(pass_env)
         self._stop_grace_s = stop_grace_s
         self._children: dict[str, _Child] = {}
 
@@ -71,7 +146,7 @@ class ProcessRuntime:
                 *self._command,
                 "--fd",
                 str(sock.fileno()),
-                env={**os.environ, "SERVER_ID": server_id},
+                env=replica_environment(os.environ, server_id, self._pass_env),
                 pass_fds=(sock.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,

@@ -12,13 +12,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.support.ports import free_port
 
 
 class BalancerProcess:
-    def __init__(self, log_path: Path, *args: str) -> None:
+    def __init__(self, log_path: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -27,6 +28,7 @@ class BalancerProcess:
                 [sys.executable, "-m", "balancer", "--port", str(self.port), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,  # None: this process's environment
             )
 
     def wait_listening(self, timeout_s: float = 30.0) -> None:

@@ -6,8 +6,9 @@ stops them and, by pid, every process carrying the run's tag), ``running_cluster
 bounded steady GET load over the instances) and small HTTP helpers.
 
 Cleanup: every balancer instance is started with a unique tag in its environment
-(``CHLB_MULTI_INSTANCE_TEST_TAG``). Replicas inherit the balancer's environment, so after the
-instances are stopped every process still carrying the tag (a replica an instance left running,
+(``CHLB_MULTI_INSTANCE_TEST_TAG``), and passes it on to its replicas (``LB_REPLICA_ENV``: a
+replica inherits no other variable of the balancer's environment), so after the instances are
+stopped every process still carrying the tag (a replica an instance left running,
 an instance that would not exit) is found in ``/proc/<pid>/environ`` and killed by its pid.
 Nothing else is ever signalled.
 """
@@ -132,7 +133,7 @@ class Instance:
             self.proc = subprocess.Popen(
                 argv,
                 cwd=REPO,
-                env={**os.environ, TAG_ENV: tag},
+                env={**os.environ, TAG_ENV: tag, "LB_REPLICA_ENV": TAG_ENV},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
