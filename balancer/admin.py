@@ -30,6 +30,7 @@ from balancer.admin_input import (
     json_object,
     parse_change,
     ring_cost_error,
+    settings_change,
     shown,
 )
 from balancer.coordination import AdminRelay, AdminReply, Leadership
@@ -42,13 +43,14 @@ from balancer.errors import (
     StoreUnavailable,
 )
 from balancer.hashing import RingSettings
+from balancer.hashing.hashes import KEYED_HASHES
 from balancer.manager import ReplicaManager
 from balancer.membership import RingView
 from balancer.movement_log import KEEP_EVENTS
 from balancer.names import is_valid_name, server_id
 from balancer.runtime import ReplicaRuntime
 from balancer.stats import TrafficStats
-from balancer.store import Membership, Store, membership_json, settings_from_json
+from balancer.store import Membership, Store, membership_json
 from balancer.wire import (
     ADD_TOO_MANY_NAMES,
     CONTENT_TYPE,
@@ -209,7 +211,7 @@ class AdminApi:
             current = self._view.current
             # Refuse early, change nothing.
             too_costly = ring_cost_error(
-                settings_from_json(data, current.settings), current.membership.members()
+                settings_change(data, current.settings), current.membership.members()
             )
             if too_costly:
                 raise RequestError(f"Settings refused: {too_costly}")
@@ -263,7 +265,7 @@ class AdminApi:
         if op == "settings":
             current = await self._store.membership()
             base = current.settings or self._view.current.settings
-            membership = await self._manager.set_settings(settings_from_json(args, base))
+            membership = await self._manager.set_settings(settings_change(args, base))
             return AdminReply(200, message_body(self._settings_body(membership)))
         if op == "weight":
             hostname = str(args["hostname"])
@@ -359,7 +361,7 @@ def public_settings(settings: RingSettings) -> dict[str, Any]:
     """Routing settings as operators see them: a keyed hash's seed is a secret and is hidden
     (xxh3's seed is a fixed, public constant by default)."""
     shown = dataclasses.asdict(settings)
-    if settings.hash_name in ("siphash", "blake2b"):
+    if settings.hash_name in KEYED_HASHES:
         shown["hash_seed"] = "(secret)"
     return shown
 

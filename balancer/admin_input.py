@@ -3,13 +3,16 @@ limits that keep a settings or weight change from stalling every instance.
 
 Owns ``read_body`` (at most ``MAX_BODY_BYTES``), ``parse_json`` (one value, no duplicate keys,
 no NaN/Infinity, at most ``MAX_JSON_DEPTH`` levels), ``json_object``, ``parse_change`` (the
-``/add`` and ``/rm`` bodies) and ``ring_cost_error``. Every failure is a ``RequestError`` whose
-message the client sees (``BodyTooLarge``: 413).
+``/add`` and ``/rm`` bodies), ``settings_change`` (a ``PUT /lb/settings`` body applied to the
+settings in force: never a keyed hash on a public seed, see ``balancer.hashing.hashes``) and
+``ring_cost_error``. Every failure is a ``RequestError`` whose message the client sees
+(``BodyTooLarge``: 413), or, from ``settings_change``, a ``ValueError`` (400).
 Must not import: redis, docker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
@@ -19,7 +22,9 @@ from aiohttp import web
 
 from balancer.errors import RequestError
 from balancer.hashing import Member, RingSettings
+from balancer.hashing.hashes import DEFAULT_SEED, KEYED_HASHES, SEED_BITS, key_command
 from balancer.names import is_valid_name, server_id
+from balancer.store import settings_from_json
 
 MAX_WEIGHT = 1000
 MAX_BODY_BYTES = 64 * 1024  # admin bodies are a few dozen bytes; larger ones answer 413
@@ -170,6 +175,33 @@ async def parse_change(request: web.Request, too_many: str) -> tuple[int, list[s
     if dupes:
         raise RequestError(f"Duplicate hostname(s) in request: {', '.join(dupes)}")
     return n, hostnames
+
+
+def settings_change(data: dict[str, Any], base: RingSettings) -> RingSettings:
+    """``base`` (the settings in force) changed as a ``PUT /lb/settings`` body ``data`` asks.
+
+    A keyed hash keeps a secret key: a change that would run one on a public seed (the
+    built-in default, or an unkeyed hash's seed, which ``GET /lb/settings`` shows) is refused,
+    and a switch from a keyed hash to xxh3 without a new seed goes back to the default seed
+    rather than show the old key.
+
+    Raises:
+        ValueError: with a message for the client (it never shows a seed).
+    """
+    leaves_keyed = data.get("hash_name", base.hash_name) not in KEYED_HASHES
+    if base.hash_name in KEYED_HASHES and leaves_keyed and "hash_seed" not in data:
+        base = dataclasses.replace(base, hash_seed=DEFAULT_SEED)
+    changed = settings_from_json(data, base)
+    name = changed.hash_name
+    shown_seed = base.hash_name not in KEYED_HASHES and changed.hash_seed == base.hash_seed
+    if name in KEYED_HASHES and (changed.hash_seed == DEFAULT_SEED or shown_seed):
+        raise ValueError(
+            f"Settings refused: {name} needs a secret key, and the seed it would use is public "
+            f"(the built-in default, or the {base.hash_name} seed GET /lb/settings shows): send "
+            f"a random 'hash_seed' below 2**{SEED_BITS[name]} with the change, e.g. from "
+            f"`{key_command(name)}`"
+        )
+    return changed
 
 
 def ring_cost_error(settings: RingSettings, members: Iterable[Member]) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from balancer.errors import ConfigError
 from balancer.hashing import Algorithm, HashName, Probing, RingSettings
-from balancer.hashing.hashes import DEFAULT_SEED, SEED_BITS
+from balancer.hashing.hashes import DEFAULT_SEED, SEED_BITS, key_command, runs_on_public_seed
 
 RuntimeName = Literal["process", "docker"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -37,10 +37,12 @@ _HELP: dict[str, str] = {
     "maglev, rendezvous, or assignment (the literal scheme); the first instance to boot stores "
     "it in the shared state, and PUT /lb/settings changes it on every instance",
     "hash_name": "64-bit hash for the ring: xxh3, blake2b (keyed) or siphash (SipHash-2-4, "
-    "keyed: resists hash flooding when --hash-seed is a random secret)",
+    "keyed: resists hash flooding); a keyed hash refuses to start without a secret "
+    "--hash-seed",
     "hash_seed": "fixed seed of the hash, decimal or 0x hex; all instances must agree; below "
-    "2**64, or 2**128 for siphash (its key: pass a secret through LB_HASH_SEED or the file, "
-    "not the command line, which other local users can read)",
+    "2**64, or 2**128 for siphash; for a keyed hash it is the key: random, secret, never the "
+    "default (pass it through LB_HASH_SEED or the file, not the command line, which other "
+    "local users can read)",
     "points_per_weight": "ring points per weight unit (algorithm=ring)",
     "slots": "M, slots of the assignment scheme",
     "vnodes": "K, virtual servers per replica in the assignment scheme (default log2 M)",
@@ -202,6 +204,13 @@ class Settings:
             (0 <= self.replicas <= self.max_replicas, "replicas must be in 0..max_replicas"),
             (self.vnodes is None or self.vnodes >= 1, "vnodes must be at least 1"),
             self._seed_check(),
+            (
+                not runs_on_public_seed(self.hash_name, self.hash_seed),
+                f"{self.hash_name} needs a secret key: set LB_HASH_SEED (or hash_seed in the "
+                f"--config file) to a random {SEED_BITS.get(self.hash_name, 64)}-bit value, e.g. "
+                f"`{key_command(self.hash_name)}`; the default seed is in the source, so it "
+                "is public",
+            ),
             (
                 self.balance_factor == 0.0 or 1.0 <= self.balance_factor < 100.0,
                 "balance_factor must be 0 (off) or a factor in [1, 100): 1.25, not HAProxy's "

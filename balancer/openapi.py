@@ -198,7 +198,9 @@ def _schemas() -> JSON:
             "properties": {**settings_props, "hash_seed": _int(0)},
             "additionalProperties": False,
             "description": "Only the fields to change. hash_seed must be below 2**64 (2**128 "
-            "for siphash).",
+            "for siphash). A keyed hash (siphash, blake2b) runs only on a secret seed: a switch "
+            "to one from xxh3 must send a random hash_seed (not the default), else 400; a switch "
+            "back to xxh3 without one goes back to the default seed.",
         },
         "WeightChange": {
             "type": "object",

@@ -3,6 +3,18 @@
 Owns: the named hash functions the rings use and the seed range each accepts. Every function maps
 bytes to an unsigned 64-bit integer and gives the same answer in every process on every host for
 the same seed (never the builtin ``hash()``, which is randomised per process).
+
+Also owns the rule that a keyed hash (``KEYED_HASHES``: siphash, blake2b) never runs on a public
+seed. ``DEFAULT_SEED`` is printed in this file, so a keyed hash under it is keyed with a public
+key and gives no protection against hash flooding while the API calls its seed "(secret)". The
+configuration (``Settings``) refuses to start with a keyed hash whose seed is the default, and a
+``PUT /lb/settings`` that would run one on a public seed is refused (400): the operator supplies
+the key. The check is on the value, not on whether a seed was given: the default seed typed in
+by hand is just as public. Generating a random key into the shared state instead was rejected:
+a key that exists only in Redis changes, and silently moves every key, whenever that state is
+lost or reset; instances started without shared state would each pick their own; and routing
+could no longer be reproduced outside the balancer (``report``, a replay of ``/lb/lookup``). An
+explicit secret (``LB_HASH_SEED``, the same on every instance) has none of these problems.
 Must not import: asyncio, aiohttp, redis, docker, prometheus_client or any project module.
 """
 
@@ -25,7 +37,21 @@ DEFAULT_SEED = 0x5EED_CAFE
 # 128-bit key from the seed.
 SEED_BITS: dict[HashName, int] = {"xxh3": 64, "blake2b": 64, "siphash": 128}
 
+# The hashes whose seed is a key, to be kept secret: their seed is never shown by the API, and
+# never the public DEFAULT_SEED (``runs_on_public_seed``).
+KEYED_HASHES: frozenset[HashName] = frozenset({"blake2b", "siphash"})
+
 _MASK64 = (1 << 64) - 1
+
+
+def runs_on_public_seed(name: HashName, seed: int) -> bool:
+    """True when ``name`` is a keyed hash and ``seed`` is the public ``DEFAULT_SEED``."""
+    return name in KEYED_HASHES and seed == DEFAULT_SEED
+
+
+def key_command(name: HashName) -> str:
+    """A shell command that prints a random key of the right size for ``name``."""
+    return f"python -c 'import secrets; print(secrets.randbits({SEED_BITS.get(name, 64)}))'"
 
 
 class _SipState(Protocol):
