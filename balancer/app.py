@@ -37,7 +37,13 @@ from balancer.discovery import TargetsApi
 from balancer.duties import LeaderDuties
 from balancer.errors import LBError, StoreUnavailable
 from balancer.health import HealthMonitor, health_check, wait_ready
-from balancer.http.frontend import Frontend, ejection_policy, retry_policy, timeouts
+from balancer.http.frontend import (
+    Frontend,
+    connection_limit,
+    ejection_policy,
+    retry_policy,
+    timeouts,
+)
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.manager import ReplicaManager
@@ -155,6 +161,7 @@ class BalancerService:
             admin_address=admin_address,
             retries=s.retries,
             timeouts=timeouts(s),
+            max_connections=connection_limit(s),
             access=AccessLog(s.access_log_sample),
             retry=retry_policy(s),
             ejection=ejection_policy(s),

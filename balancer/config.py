@@ -76,6 +76,9 @@ _HELP: dict[str, str] = {
     "request body bytes that do not arrive (408), a response it does not read, the rest of a "
     "body after an early answer (HAProxy's timeout client)",
     "client_idle_timeout_s": "seconds an idle keep-alive client connection stays open",
+    "max_connections": "most client connections one process holds (HAProxy's maxconn); 0 = "
+    "what the descriptor limit allows, raised to its hard maximum at start: (limit - 256) / 2; "
+    "past it a new connection is closed at once",
     "header_timeout_s": "seconds a client has to send a complete request head (else 408)",
     "retries": "extra replicas tried when a replica refuses or drops a connection",
     "retry_methods": "comma list of methods retried once bytes of the request reached a replica "
@@ -156,6 +159,7 @@ class Settings:
     upstream_total_timeout_s: float = 0.0
     client_timeout_s: float = 30.0
     client_idle_timeout_s: float = 60.0
+    max_connections: int = 0
     header_timeout_s: float = 10.0
     retries: int = 2
     retry_methods: str = "GET,HEAD,OPTIONS"
@@ -239,6 +243,7 @@ class Settings:
             ),
             (self.replace_after_s >= 0, "replace_after_s must be at least 0"),
             (self.upstream_total_timeout_s >= 0, "upstream_total_timeout_s must be at least 0"),
+            (self.max_connections >= 0, "max_connections must be at least 0 (0: automatic)"),
             (0.0 <= self.access_log_sample <= 1.0, "access_log_sample must be in [0, 1]"),
             (
                 all(_ENV_NAME.fullmatch(n) for n in self.replica_env_names),

@@ -28,6 +28,7 @@ import aiohttp
 from yarl import URL
 
 from balancer.errors import SpawnTimeout, StoreUnavailable
+from balancer.http.upstream import local_failure
 from balancer.membership import RingView
 from balancer.store import Store
 
@@ -59,9 +60,10 @@ def health_check(s: Settings) -> HealthCheck:
 
 async def probe(
     session: aiohttp.ClientSession, address: str, timeout_s: float, check: HealthCheck = HEARTBEAT
-) -> bool:
+) -> bool | None:
     """True when ``GET http://address<check.path>`` answers one of ``check.statuses`` within
-    ``timeout_s``."""
+    ``timeout_s``; None when the balancer could not even try (``local_failure``: out of
+    descriptors), which is no evidence either way."""
     try:
         async with session.get(
             URL(f"http://{address}{check.path}", encoded=True),  # sent as configured
@@ -70,8 +72,8 @@ async def probe(
         ) as resp:
             await resp.read()
             return resp.status in check.statuses
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return False
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return None if local_failure(exc) else False
 
 
 async def wait_ready(
@@ -180,7 +182,12 @@ class HealthMonitor:
         for name, ok in zip(names, results, strict=True):
             await self._record(name, ok)
 
-    async def _record(self, name: str, ok: bool) -> None:
+    async def _record(self, name: str, ok: bool | None) -> None:
+        if ok is None:  # the balancer is out of descriptors: it must not conclude anything
+            log.warning("health check of %s not run: the balancer is out of resources", name)
+            if name not in self.down and name in self.passed_at:
+                await self._store.mark_alive(name, self.ttl_s)  # as it was: UP
+            return
         if ok:
             self.failures[name] = 0
             self.passed_at[name] = time.monotonic()

@@ -74,6 +74,7 @@ class TrafficStats:
     def __init__(self) -> None:
         self.replicas: dict[str, ReplicaStats] = {}
         self.client_connections = 0
+        self.refused_connections = 0  # closed at once: the process held max_connections
         self.client_errors: dict[str, int] = {}  # 400, 431, 408, … answered by the balancer
         self.no_replica = 0  # 503: empty ring
         # Σ in_flight + connecting over every ReplicaStats of this process, the admin route's
@@ -107,6 +108,7 @@ class TrafficStats:
 def stats_snapshot(stats: TrafficStats) -> dict[str, Any]:
     return {
         "client_connections": stats.client_connections,
+        "refused_connections": stats.refused_connections,
         "client_errors": dict(stats.client_errors),
         "no_replica": stats.no_replica,
         "retry_budget_exhausted": stats.retry_budget_exhausted,
@@ -120,6 +122,7 @@ def merged(stats: TrafficStats) -> dict[str, Any]:
     for snap in stats.remote.values():
         total["client_connections"] += snap["client_connections"]
         total["no_replica"] += snap["no_replica"]
+        total["refused_connections"] += snap.get("refused_connections", 0)
         total["retry_budget_exhausted"] += snap.get("retry_budget_exhausted", 0)
         for code, count in snap["client_errors"].items():
             total["client_errors"][code] = total["client_errors"].get(code, 0) + count

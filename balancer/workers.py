@@ -24,7 +24,13 @@ import aiohttp
 
 from balancer.accesslog import AccessLog
 from balancer.config import Settings
-from balancer.http.frontend import Frontend, ejection_policy, retry_policy, timeouts
+from balancer.http.frontend import (
+    Frontend,
+    connection_limit,
+    ejection_policy,
+    retry_policy,
+    timeouts,
+)
 from balancer.http.upstream import UpstreamPool
 from balancer.keysource import RawKeyExtractor, parse_key_sources
 from balancer.membership import RingView
@@ -76,6 +82,7 @@ async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> 
             admin_address=admin_address,
             retries=settings.retries,
             timeouts=timeouts(settings),
+            max_connections=connection_limit(settings),
             access=AccessLog(settings.access_log_sample),
             retry=retry_policy(settings),
             ejection=ejection_policy(settings),

@@ -207,6 +207,12 @@ class ClientConn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        fe = self.fe
+        if len(fe.connections) >= fe.max_connections:  # maxconn: refused before any read
+            self.closed = True
+            fe.stats.refused_connections += 1
+            reset(self.transport)
+            return
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         self._xff_line = b"X-Forwarded-For: %s\r\n" % self.peer.encode()
@@ -217,6 +223,8 @@ class ClientConn(asyncio.Protocol):
         self.fe.stats.client_connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self not in self.fe.connections:
+            return  # refused by connection_made
         self.closed = True
         self.fe.connections.discard(self)
         self.fe.stats.client_connections -= 1

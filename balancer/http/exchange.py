@@ -16,8 +16,9 @@ Retries (HAProxy's ``retry-on``, Envoy's retry policy and budget). A failed atte
 key's next candidate on the ring that this request has not tried (not ejected, unless only
 ejected ones are left), at most ``retries`` times, when the failure is one ``--retry-on`` names:
 ``connect`` (refused, unreachable, connect timeout), ``reset`` (the connection closed before any
-response byte reached the client), ``5xx`` (the replica answered 502/503/504 and nothing was
-relayed yet: that answer is dropped, and relayed after all when no retry follows). Timeouts and
+response byte reached the client), ``5xx`` (any 500-599) or ``gateway-error`` (502/503/504)
+answered by the replica while nothing was relayed yet: that answer is dropped, and relayed after
+all when no retry follows (Envoy's ``5xx`` and ``gateway-error``). Timeouts and
 invalid responses are answered (504, 502), not retried: the replica may have acted on them.
 A connect failure means no byte of the request left the balancer, so sending it elsewhere is safe
 for every method, POST included. Once bytes of it reached a replica, only ``--retry-methods``
@@ -29,11 +30,14 @@ budgets bound retries: no new attempt ``retry_timeout_s`` after the request's st
 in flight in this process (requests on a retry attempt) stay at most ``max(min_concurrency,
 retry_budget × requests in flight)`` (Envoy's retry budget): past it, the failure is answered and
 counted in ``TrafficStats.retry_budget_exhausted``. The retry budget guards against retry storms
-on overloaded replicas, so it applies to retries of requests that reached one; a retry after a
-refused connection added no load anywhere and is bounded by ``retries`` alone (a replica killed
-under load must not turn concurrent requests for its keys into errors). Every failed attempt on
-a replica (connect, reset, timeout, invalid response, and 502/503/504 when ejection counts them)
-is reported to outlier detection; a complete response reports a success.
+on overloaded replicas, so it applies to retries of answers an overloaded replica gives (5xx).
+A retry after a refused connection or a reset before any response byte is bounded by
+``retries``, the time budget and outlier ejection alone: the first added no load anywhere, and
+the second is what every request in flight on a replica that dies gets at once (a replica
+killed under load must not turn concurrent requests for its keys into errors). Every failed
+attempt on a replica (connect, reset, timeout, invalid response, and the statuses ejection
+counts, every 5xx by default) is reported to outlier detection; a complete response reports a
+success.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -47,7 +51,7 @@ from urllib.parse import unquote_to_bytes
 from balancer.hashing import NoReplicasError, Ring
 from balancer.hashing.bounded import choose_bounded, load_cap
 from balancer.http.framing import DONE, HEAD, UNTIL_CLOSE, FramingError
-from balancer.http.upstream import UpstreamConn, reset
+from balancer.http.upstream import UpstreamConn, local_failure, reset
 from balancer.stats import ReplicaStats
 from balancer.wire import no_endpoint_message
 
@@ -236,8 +240,11 @@ class Exchange:
     async def _connect(self, address: str) -> None:
         try:
             conn = await self.fe.pool.connect(address)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as exc:
             self._connect_done()
+            if local_failure(exc):  # out of descriptors: not the replica's failure
+                self.respond_error(503, "The balancer is out of resources")
+                return
             self._connect_failed()
             return
         self._connect_done()
@@ -261,12 +268,13 @@ class Exchange:
 
     # -- retries and passive health --------------------------------------------------------
 
-    def _retry_choice(self, *, sent: bool) -> str | None:
+    def _retry_choice(self, *, sent: bool, answered: bool = False) -> str | None:
         """The replica to retry the failed attempt on, or None: answer the failure.
 
         ``sent``: bytes of the request reached the failed replica (see the module docstring for
-        what may be retried then). Counts a retry refused for the retry budget. Frees this
-        request's budget slot: its retry attempt (if it was one) is over.
+        what may be retried then); ``answered``: it answered (a 5xx), so the retry budget
+        applies. Counts a retry refused for the retry budget. Frees this request's budget slot:
+        its retry attempt (if it was one) is over.
         """
         fe = self.fe
         stats = fe.stats
@@ -284,7 +292,7 @@ class Exchange:
             return None
         # Envoy's retry budget (this request counts among those in flight): after this retry,
         # retries in flight are at most max(min_concurrency, floor(budget × in flight)).
-        if sent and stats.retries_in_flight >= max(
+        if answered and stats.retries_in_flight >= max(
             fe.retry_min_concurrency, int(fe.retry_budget * (stats.load + 1))
         ):
             stats.retry_budget_exhausted += 1
@@ -366,7 +374,7 @@ class Exchange:
             self._count_failure()
         if status not in fe.retry_statuses:
             return False
-        name = self._retry_choice(sent=True)
+        name = self._retry_choice(sent=True, answered=True)
         if name is None:
             return False
         self.stats.record(status, fe.loop.time() - self.started)  # answered, though not relayed

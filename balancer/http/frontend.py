@@ -11,7 +11,9 @@ Must not import: aiohttp, redis, docker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -80,6 +82,25 @@ def timeouts(s: Settings) -> Timeouts:
     )
 
 
+def connection_limit(s: Settings) -> int:
+    """The most client connections this process holds at once (HAProxy's ``maxconn``):
+    ``max_connections``, or by default what the descriptor limit allows once raised to its
+    hard maximum (nginx's ``worker_rlimit_nofile``): two per client connection (its upstream
+    connection) plus a reserve for health checks, the store and the admin app. Past it a new
+    connection is closed at once, so a flood of connections cannot starve the descriptors the
+    balancer needs to probe and reach its replicas."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    auto = max(1, (soft - _RESERVED_DESCRIPTORS) // 2)
+    return min(s.max_connections, auto) if s.max_connections else auto
+
+
+_RESERVED_DESCRIPTORS = 256
+
+
 def retry_policy(s: Settings) -> RetryPolicy:
     """The retry policy ``s`` configures."""
     return RetryPolicy(s.retry_method_set, s.retry_on_set, s.retry_timeout_s, s.retry_budget)
@@ -109,6 +130,7 @@ class Frontend:
         admin_address: str,
         retries: int,
         timeouts: Timeouts | None = None,
+        max_connections: int = 1 << 20,
         max_head_bytes: int = 32 * 1024,
         replay_limit: int = 64 * 1024,
         access: AccessLog | None = None,
@@ -123,6 +145,7 @@ class Frontend:
         self.admin_address = admin_address
         self.retries = retries
         self.timeouts = timeouts or Timeouts()
+        self.max_connections = max_connections
         self.max_head_bytes = max_head_bytes
         self.replay_limit = replay_limit
         self.access = access or AccessLog(0.0)

@@ -10,11 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import struct
 from typing import Protocol, cast
 
 from balancer.http.framing import ResponseFramer
+
+# The balancer's own lack of resources (descriptors, buffers, memory): a connection that fails
+# with one of these says nothing about the replica it was for.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def local_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: aiohttp wraps the OSError) is the balancer running
+    out of a resource rather than a failure of the peer."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in LOCAL_ERRNOS:
+            return True
+        seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
+    return False
+
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 

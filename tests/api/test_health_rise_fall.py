@@ -4,8 +4,12 @@ statuses that pass it are configurable (``health_path``, ``health_status``)."""
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import AsyncIterator
+import resource
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -192,3 +196,67 @@ async def test_health_path_takes_a_replica_failing_it_out(make_balancer: Balance
 
     await eventually(replaced, timeout_s=5.0)
     assert handler.seen[ids[victim]] > 0  # its /ready was probed
+
+
+_HEARTBEAT_SERVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.fixture
+def replica_process() -> Iterator[str]:
+    """A replica in its own process: the balancer's descriptor limit is not its own."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HEARTBEAT_SERVER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        yield f"127.0.0.1:{int(proc.stdout.readline())}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def test_a_balancer_out_of_descriptors_concludes_nothing(replica_process: str) -> None:
+    """Issue 14: 1,100 stuck clients exhausted the descriptors, every probe failed, and a
+    healthy replica was evicted 69 times. A probe the balancer cannot even open is no evidence:
+    the replica stays UP and keeps its liveness."""
+    address = replica_process
+    store = InMemoryStore()
+    await store.commit([Replica("r", 1, address)], expected_epoch=0, target=1)
+    view = RingView(store, RingSettings())
+    await view.refresh()
+    dead: list[str] = []
+
+    async def on_dead(name: str) -> None:
+        dead.append(name)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        monitor = HealthMonitor(
+            store, view, session, on_dead, interval_s=0.1, timeout_s=0.5, fails=1
+        )
+        await monitor.check_once()
+        assert await store.alive() == {"r"}
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest_free = os.open(os.devnull, os.O_RDONLY)  # the next descriptor a socket would get
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new descriptor
+        try:
+            assert await probe(session, address, 0.5) is None
+            for _ in range(3):
+                await monitor.check_once()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert dead == [] and monitor.alive("r") is True
+        assert await store.alive() == {"r"}
+        await monitor.check_once()  # descriptors back: probes work again
+        assert monitor.alive("r") is True

@@ -338,3 +338,27 @@ async def test_pipelined_head_after_a_response_still_has_the_header_timeout(
         second = await c.response(limit_s=3.0)
         assert second.status == 408
         assert await c.closed_by_peer()
+
+
+# -- descriptors -----------------------------------------------------------------------------
+
+
+async def test_connections_past_max_connections_are_refused_at_once(
+    make_balancer: BalancerFactory,
+) -> None:
+    lb, _ = await _lb(make_balancer, max_connections=5)
+    fe = frontend(lb)
+    held = [await Client.open(lb.service.port) for _ in range(5)]
+    try:
+        await _until(lambda: len(fe.connections) == 5)
+        async with await Client.open(lb.service.port) as extra:
+            assert await extra.closed_by_peer()
+        assert fe.stats.refused_connections == 1
+        assert len(fe.connections) == 5
+        held.pop().abort()
+        await _until(lambda: len(fe.connections) == 4)
+        async with await Client.open(lb.service.port) as c:
+            assert (await c.request("GET", "/drip?id=1")).status == 200
+    finally:
+        for c in held:
+            c.abort()
