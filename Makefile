@@ -46,6 +46,7 @@ images-offline:
 	OFFLINE=1 infra/docker/build-images.sh
 
 up:
+	infra/docker/ensure-token.sh
 	docker-compose up -d --build
 
 up-offline:
@@ -53,7 +54,7 @@ up-offline:
 
 ## Stops the balancers (the last one out stops the replica containers it started), Redis, net1.
 down:
-	docker-compose down --remove-orphans
+	LB_ADMIN_TOKEN=$${LB_ADMIN_TOKEN-unused} docker-compose down --remove-orphans
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

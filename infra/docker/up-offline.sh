@@ -15,5 +15,6 @@ set -a
 . infra/docker/offline.env
 set +a
 OFFLINE=1 infra/docker/build-images.sh
+infra/docker/ensure-token.sh
 docker-compose up -d "$@"
 docker-compose ps
