@@ -2,12 +2,15 @@
 
 Owns ``ClientConn`` (an ``asyncio.Protocol`` per client connection: parses requests, builds the
 upstream request head, runs one ``Exchange`` at a time and queues pipelined ones, answers
-malformed requests) and the per-header rules it applies. A complete, bodiless HTTP/1.1 head of
-at most 8000 bytes with one Host and without hop-by-hop fields takes ``_fast_path`` (forwarded
-as received plus X-Forwarded-For); everything else takes the full per-field path, which
-enforces the limits: 400 for what llhttp refuses, HTTP/0.9 and a missing or repeated Host; 414
-for a request target over 8000 bytes; 431 for a field line over 8000 bytes, more than 100
-field lines or a head over 32 KiB; every answer in the contract's error shape, then close.
+malformed requests, enforces the timeout of the state it is in, closes with a lingering close).
+The rules of a request head (limits, framing, targets, fields) are ``balancer.http.request_head``.
+A complete, bodiless HTTP/1.1 head of at most 8000 bytes in origin-form with one Host and
+without hop-by-hop fields takes ``_fast_path`` (forwarded as received plus X-Forwarded-For);
+everything else takes the full per-field path, which enforces the limits: 400 for what llhttp
+refuses, HTTP/0.9 and a missing or repeated Host; 414 for a request target over 8000 bytes; 431
+for a field line over 8000 bytes, more than 100 field lines or a head over 32 KiB; 501 for a
+transfer coding other than chunked; every answer in the contract's error shape, then close.
+An exchange starts only once every byte that came with its head parsed cleanly.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -16,14 +19,34 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 import socket
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
 from balancer.http.exchange import Exchange
-from balancer.http.framing import HOP_BY_HOP
+from balancer.http.request_head import (
+    ADMIN_PREFIXES,
+    CALLBACK_STATUS,
+    CAPTURE,
+    HOST,
+    LENGTH,
+    LIST,
+    MAX_FIELD_BYTES,
+    MAX_FIELDS,
+    MAX_TARGET_BYTES,
+    NEEDS_FULL_PATH,
+    NEVER_NAMED,
+    WORKER_ONLY,
+    XFF,
+    HeadTooLarge,
+    MalformedHead,
+    check_framing,
+    check_size,
+    header_actions,
+    is_admin,
+    origin_form,
+)
 from balancer.http.upstream import reset
 from balancer.wire import error_body
 
@@ -32,51 +55,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics", b"/ui")
-# Paths only worker processes use, over the primary's admin socket: never served on the public
-# port (the membership document carries the routing settings, a keyed hash's secret seed too).
-WORKER_ONLY = (b"/lb/worker-stats", b"/lb/membership")
-ADMIN_ROUTES = frozenset(
-    {
-        (b"/rep", b"GET"),
-        (b"/add", b"POST"),
-        (b"/rm", b"DELETE"),
-        (b"/rm", b"POST"),
-        (b"/metrics", b"GET"),
-        (b"/ui", b"GET"),  # the live ring page (balancer.ui)
-        (b"/ui", b"HEAD"),
-    }
-)
+__all__ = ["MAX_FIELDS", "WORKER_ONLY", "ClientConn", "header_actions", "is_admin"]
+
 REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
-# Limits of a request head besides its size (Frontend.max_head_bytes, else 431): the request
-# target (else 414), one field line and the number of field lines (else 431). Just below those
-# of aiohttp's parser (8190 bytes, 128 fields), so the admin app (and aiohttp replicas) never
-# refuse a head the data path forwarded, in a shape other than the contract's.
-MAX_TARGET_BYTES = 8000
-MAX_FIELD_BYTES = 8000
-MAX_FIELDS = 100
-# Only public /lb/ paths in their plain spelling reach the admin app: aiohttp decodes %-escapes
-# and drops a #fragment, so "/lb/%6Dembership" would otherwise reach a WORKER_ONLY route.
 _FAST_PATH_MAX = min(MAX_TARGET_BYTES, MAX_FIELD_BYTES)  # no line of a shorter head is too long
 _FEW_FIELDS_MAX = 4 * MAX_FIELDS  # a shorter head has at most MAX_FIELDS lines ("a:" CRLF)
-_PLAIN_ADMIN_PATH = re.compile(rb"/lb/[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-
-# A request head that needs more than forwarding as received plus X-Forwarded-For: a body or
-# its framing, hop-by-hop fields, an incoming X-Forwarded-For, Expect. Such heads take the
-# full path (httptools callbacks per field); all others take ClientConn._fast_path.
-_NEEDS_FULL_PATH = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-[a-z-]*|te|trailer|transfer-encoding|upgrade"
-    rb"|content-length|x-forwarded-for|expect)[ \t]*:"
-)
+LINGER_S = 2.0  # how long a closing connection drains what the client still sends
 
 
 class _Validator:
@@ -91,6 +84,26 @@ class _Validator:
         self.complete = True
 
 
+class _BodyOnly:
+    """Parser callbacks that pass on one request body (after a refused Upgrade) and nothing
+    else: a synthetic head puts llhttp in the body's framing; bytes after it are dropped."""
+
+    __slots__ = ("conn", "done")
+
+    def __init__(self, conn: ClientConn) -> None:
+        self.conn = conn
+        self.done = False
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done:
+            self.conn.on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.done:
+            self.done = True
+            self.conn.on_message_complete()
+
+
 class _Discard(list[bytes]):
     """A list that keeps nothing: where the trailer fields of a chunked request go."""
 
@@ -99,41 +112,6 @@ class _Discard(list[bytes]):
 
 
 _DISCARD = _Discard()
-
-
-# What the data path does with a request header (absent from the table: forward it).
-_DROP, _CAPTURE, _LIST, _XFF, _HOST, _LENGTH = range(6)
-# Fields that frame or address the request: never removed because Connection names them
-# (RFC 9110 §7.6.1 lets a client name any field; a proxy that obeys it for these desyncs).
-_NEVER_NAMED = frozenset({b"content-length", b"transfer-encoding", b"host"})
-
-
-def header_actions(key_headers: frozenset[bytes]) -> dict[bytes, int]:
-    actions = dict.fromkeys(HOP_BY_HOP, _DROP)
-    actions[b"connection"] = actions[b"transfer-encoding"] = _LIST
-    actions[b"x-forwarded-for"] = _XFF
-    actions[b"host"] = _HOST  # exactly one is required (RFC 9112 §3.2)
-    # The body's length is forwarded as the value llhttp parsed (one canonical line), so the
-    # replica frames the body exactly as the balancer did.
-    actions[b"content-length"] = _LENGTH
-    for name in key_headers:
-        actions.setdefault(name, _CAPTURE)
-    return actions
-
-
-class HeadTooLarge(Exception):
-    """Raised inside a parser callback: the request head exceeds a limit (→ 431)."""
-
-
-class MalformedHead(Exception):
-    """Raised inside a parser callback: a head llhttp accepts that is still not valid (→ 400)."""
-
-
-class TargetTooLong(Exception):
-    """Raised inside a parser callback: the request target exceeds its limit (→ 414)."""
-
-
-_CALLBACK_STATUS: dict[type[BaseException], int] = {HeadTooLarge: 431, TargetTooLong: 414}
 
 
 class ClientConn(asyncio.Protocol):
@@ -153,6 +131,7 @@ class ClientConn(asyncio.Protocol):
         "_parsing",
         "_paused",
         "_unlisted",
+        "_upgrade_framing",
         "_url",
         "_validator",
         "_validator_state",
@@ -164,6 +143,7 @@ class ClientConn(asyncio.Protocol):
         "head_started",
         "idle_since",
         "keys",
+        "linger_until",
         "parser",
         "peer",
         "pending_error",
@@ -190,6 +170,8 @@ class ClientConn(asyncio.Protocol):
         self._url = b""
         self._headers: list[bytes] = []
         self._host_at = -1  # index of the Host line in _headers
+        self._upgrade_framing = b""  # the body framing of an Upgrade request (see _feed)
+        self.linger_until = 0.0  # closing after an answer: when to stop draining the client
         self._captured: dict[bytes, bytes] = {}
         self._xff: bytes | None = None
         self._chunked = False
@@ -245,26 +227,41 @@ class ClientConn(asyncio.Protocol):
             and self._fast_path(data)
         ):
             return
+        if self.linger_until:  # answered and closing: what the client still sends is dropped
+            return
+        self._feed(data)
+        ex = self.exchange
+        if ex is not None and not ex.launched:
+            ex.start()
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
             if self.head_started:  # a head is still arriving: bound what it may take
                 self._head_bytes += len(data)
                 if self._head_bytes > self.fe.max_head_bytes:
                     self._protocol_error(431)
-        except httptools.HttpParserUpgrade:
-            # Upgrade/CONNECT is not proxied: answer the request, then close the connection.
-            if self._parsing is not None:
-                self._parsing.keep_alive = False
-            self.pause_reading(self.PAUSE_PIPELINE)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_refused(data[exc.args[0] :] if exc.args else b"")
         except httptools.HttpParserCallbackError as exc:
             # httptools chains what the callback raised
             cause = exc.__context__
-            self._protocol_error(400 if cause is None else _CALLBACK_STATUS.get(type(cause), 400))
+            self._protocol_error(400 if cause is None else CALLBACK_STATUS.get(type(cause), 400))
         except httptools.HttpParserError:
             self._protocol_error(400)
-        ex = self.exchange
-        if ex is not None and not ex.launched:
-            ex.start()
+
+    def _upgrade_refused(self, rest: bytes) -> None:
+        """Upgrade is not proxied (its fields are hop-by-hop and dropped): the request is
+        answered as a plain one, then the connection closes. llhttp stops at the head of an
+        Upgrade request; a body it declares follows in ``rest`` and is parsed by a parser that
+        sees only that body, so the replica gets exactly the body the head announced."""
+        if self._parsing is not None:
+            self._parsing.keep_alive = False
+        framing, self._upgrade_framing = self._upgrade_framing, b""
+        self.pause_reading(self.PAUSE_PIPELINE)
+        if framing:
+            self.parser = httptools.HttpRequestParser(_BodyOnly(self))
+            self._feed(b"POST / HTTP/1.1\r\nHost: -\r\n%s\r\n\r\n%s" % (framing, rest))
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -301,7 +298,7 @@ class ClientConn(asyncio.Protocol):
         ):
             return False
         lower = data.lower()
-        if _NEEDS_FULL_PATH.search(lower) is not None:
+        if NEEDS_FULL_PATH.search(lower) is not None:
             return False
         line_end = data.find(b"\r\n")
         if data[line_end - 9 : line_end] != b" HTTP/1.1" or lower.count(b"\r\nhost:") != 1:
@@ -354,6 +351,7 @@ class ClientConn(asyncio.Protocol):
         self._head_bytes = 0
         self._unlisted = 0
         self._host_at = -1
+        self._upgrade_framing = b""
         self.head_started = self.fe.loop.time()
 
     def on_url(self, url: bytes) -> None:
@@ -365,34 +363,34 @@ class ClientConn(asyncio.Protocol):
         if action is None:  # the common case: forward as received
             self._headers.append(b"%s: %s\r\n" % (name, value))
             return
-        if action == _HOST:  # forward, remember, and refuse a second one
+        if action == HOST:  # forward, remember, and refuse a second one
             if lower in self._captured:
                 raise MalformedHead
             self._captured[lower] = value
             self._host_at = len(self._headers)
             self._headers.append(b"%s: %s\r\n" % (name, value))
             return
-        if action == _LENGTH:  # llhttp refuses a second one, and one with Transfer-Encoding
+        if action == LENGTH:  # llhttp refuses a second one, and one with Transfer-Encoding
             if not value.isdigit():
                 raise MalformedHead
             self._captured[lower] = value  # forwarded in place, its value canonical ("05" → 5)
             self._headers.append(b"%s: %d\r\n" % (name, int(value)))
             return
-        if action == _CAPTURE:  # a key source: forward and remember
+        if action == CAPTURE:  # a key source: forward and remember
             self._captured[lower] = value
             self._headers.append(b"%s: %s\r\n" % (name, value))
             return
-        if action == _LIST:  # Connection / Transfer-Encoding: hop-by-hop, but needed
+        if action == LIST:  # Connection / Transfer-Encoding: hop-by-hop, but needed
             # Repeated lines are one comma-joined list (RFC 9110 §5.3). llhttp accepts a
             # request coding list only when it ends in chunked.
             prior = self._captured.get(lower)
             value = value.lower() if prior is None else prior + b", " + value
             self._captured[lower] = value
             self._chunked = self._chunked or lower == b"transfer-encoding"
-        elif action == _XFF:
+        elif action == XFF:
             value = value if self._xff is None else self._xff + b", " + value
             self._xff = value
-        # else _DROP: other hop-by-hop fields are not forwarded
+        # else DROP: other hop-by-hop fields are not forwarded
         # Fields not kept in _headers (checked at the head's end) are counted and checked here.
         self._unlisted += 1
         if len(value) > MAX_FIELD_BYTES:
@@ -402,23 +400,13 @@ class ClientConn(asyncio.Protocol):
         parser = self.parser
         url = self._url
         headers = self._headers
-        size = len(url) + sum(map(len, headers))
-        if size > self.fe.max_head_bytes or len(headers) + self._unlisted > MAX_FIELDS:
-            raise HeadTooLarge
-        if size > MAX_FIELD_BYTES:  # else no line can be over its limit
-            if len(url) > MAX_TARGET_BYTES:
-                raise TargetTooLong
-            if max(map(len, headers), default=0) > MAX_FIELD_BYTES + 2:  # + CRLF
-                raise HeadTooLarge
+        check_size(url, headers, self._unlisted, self.fe.max_head_bytes)
         method = parser.get_method()
         version = parser.get_http_version()
         http10 = version == "1.0"
         if not http10 and (version != "1.1" or b"host" not in self._captured):
             raise MalformedHead  # HTTP/0.9; HTTP/1.1 without Host (RFC 9112 §3.2)
-        if self._chunked and (http10 or not _valid_codings(self._captured[b"transfer-encoding"])):
-            # Refused before any byte of the request goes upstream: a coding list that does not
-            # end in one chunked, or any coding on HTTP/1.0 (RFC 9112 §6.1: faulty framing).
-            raise MalformedHead
+        check_framing(http10=http10, coding=self._captured.get(b"transfer-encoding"))
         if url[:1] != b"/":
             url = self._origin_form(method, url)
         head = self._build_head(method, url, headers, http10)
@@ -436,6 +424,9 @@ class ClientConn(asyncio.Protocol):
             http10,
             self._chunked,
         )
+        if b"upgrade" in self._captured.get(b"connection", b""):
+            # llhttp flags the upgrade only after this callback (and then stops parsing)
+            self._upgrade_framing = self._body_framing()
         self._parsing = ex
         self.head_started = 0.0
         self._headers = _DISCARD  # trailer fields (if any) are not forwarded: never kept
@@ -447,27 +438,26 @@ class ClientConn(asyncio.Protocol):
             self.queue.append(ex)
             self.pause_reading(self.PAUSE_PIPELINE)
 
+    def _body_framing(self) -> bytes:
+        """The field that frames the body of the head just parsed (empty: no body)."""
+        if self._chunked:
+            return b"Transfer-Encoding: chunked"
+        if int(self._captured.get(b"content-length", b"0")):
+            return b"Content-Length: " + self._captured[b"content-length"]
+        return b""
+
     def _origin_form(self, method: bytes, url: bytes) -> bytes:
-        """The origin-form of a request target that is not one (RFC 9112 §3.2): an
-        absolute-form target becomes its path and query, its authority the Host; ``OPTIONS *``
-        stays. Anything else (authority-form, CONNECT, other schemes) is refused."""
-        if url == b"*" and method == b"OPTIONS":
-            return url
-        lower = url.lower()
-        if not lower.startswith((b"http://", b"https://")) or method == b"CONNECT":
-            raise MalformedHead
-        rest = url[lower.find(b"://") + 3 :]
-        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
-        authority, path = rest[:cut], rest[cut:]
-        if not authority or b"@" in authority:  # no userinfo (RFC 9110 §4.2.4)
-            raise MalformedHead
-        host_line = b"Host: %s\r\n" % authority
-        if self._host_at >= 0:  # the authority replaces the Host field (RFC 9112 §3.2.2)
-            self._headers[self._host_at] = host_line
-        else:  # HTTP/1.0 without Host
-            self._headers.append(host_line)
-        self._captured[b"host"] = authority
-        return path if path.startswith(b"/") else b"/" + path
+        """Rewrite a target that is not origin-form (``request_head.origin_form``); an
+        absolute-form target's authority replaces the Host field (RFC 9112 §3.2.2)."""
+        path, authority = origin_form(method, url)
+        if authority is not None:
+            host_line = b"Host: %s\r\n" % authority
+            if self._host_at >= 0:
+                self._headers[self._host_at] = host_line
+            else:  # HTTP/1.0 without Host
+                self._headers.append(host_line)
+            self._captured[b"host"] = authority
+        return path
 
     def _build_head(self, method: bytes, url: bytes, headers: list[bytes], http10: bool) -> bytes:
         captured = self._captured
@@ -475,7 +465,7 @@ class ClientConn(asyncio.Protocol):
         if connection and connection not in (b"close", b"keep-alive"):
             # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1), except those
             # that frame or address the request (a desync if the replica lost them).
-            named = {t.strip() for t in connection.split(b",")} - _NEVER_NAMED
+            named = {t.strip() for t in connection.split(b",")} - NEVER_NAMED
             headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
         xff = (
             self._xff_line
@@ -485,8 +475,8 @@ class ClientConn(asyncio.Protocol):
         extra = b""
         if http10 and b"host" not in captured:
             extra = b"Host: localhost\r\n"
-        if self._chunked:  # the body is re-chunked on the way; other codings stay as they are
-            extra += b"Transfer-Encoding: %s\r\n" % captured[b"transfer-encoding"]
+        if self._chunked:  # the body is re-chunked on the way
+            extra += b"Transfer-Encoding: chunked\r\n"
         return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (method, url, b"".join(headers), xff, extra)
 
     def on_body(self, body: bytes) -> None:
@@ -495,6 +485,8 @@ class ClientConn(asyncio.Protocol):
             ex.send_body(b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
 
     def on_message_complete(self) -> None:
+        if self._upgrade_framing and self.parser.should_upgrade():
+            return  # llhttp ends an Upgrade request at its head: its body follows (_feed)
         self._between = True
         ex = self._parsing
         self._parsing = None
@@ -523,7 +515,7 @@ class ClientConn(asyncio.Protocol):
         self.idle_since = self.fe.loop.time()
         self.progress += 1  # the next exchange's stall is counted from now
         if not ex.keep_alive or not ex.request_done or self.closed:
-            self.transport.close()
+            self.close_lingering()
             return
         if self.queue:
             nxt = self.queue.popleft()
@@ -559,7 +551,13 @@ class ClientConn(asyncio.Protocol):
             431: "Request header fields too large",
             414: "Request target too long",
             408: "Request timeout",
+            501: "Transfer coding not implemented",
         }.get(status, "Malformed HTTP request")
+        bad = self._parsing
+        if bad is not None and bad in self.queue:  # a queued request turned out malformed
+            self.queue.remove(bad)
+            bad.abandon(reset=True)
+        self._parsing = None
         ex = self.exchange
         if ex is not None and ex.request_done:  # a later pipelined request is malformed
             self.pending_error = status
@@ -573,11 +571,35 @@ class ClientConn(asyncio.Protocol):
                 return
         self.fe.stats.client_error(status)
         self.write_error(status, message, close=True)
-        self.transport.close()
+        self.close_lingering()
+
+    def reset(self) -> None:
+        """End the connection with a TCP reset: the client must see an error (a response cut
+        short), never a clean end."""
+        self.closed = True
+        reset(self.transport)
+
+    def close_lingering(self) -> None:
+        """Close after an answer without losing it: half-close, then read and drop what the
+        client still sends for a while (RFC 9112 §9.6; nginx's lingering close). Closing at
+        once, with its bytes unread, would send a reset that can destroy the answer before
+        the client reads it."""
+        if self.closed or self.linger_until:
+            return
+        self.linger_until = self.fe.loop.time() + LINGER_S
+        self.resume_reading(self._paused)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
 
     def check_timeouts(self, now: float) -> None:
         """Apply the timeout of the state this connection is in (``frontend.Timeouts``)."""
         timeouts = self.fe.timeouts
+        if self.linger_until:
+            if now > self.linger_until:
+                self.transport.close()
+            return
         ex = self.exchange
         if ex is None:
             if self.head_started and now - self.head_started > timeouts.header_s:
@@ -616,31 +638,8 @@ class ClientConn(asyncio.Protocol):
         if ex.response_done:  # an early answer went out; the rest of the body did not come
             self.transport.close()
         elif ex.relayed:  # part of the response went out: only a reset can say it is cut short
-            reset(self.transport)
+            self.reset()
         else:
             self.fe.stats.client_error(408)
             self.write_error(408, "Request timeout", close=True)
             self.transport.close()
-
-
-_CODING = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")  # a token, lower-cased (RFC 9110 §5.6.2)
-
-
-def _valid_codings(value: bytes) -> bool:
-    """A request's Transfer-Encoding list (lower-cased, comma-joined): tokens without
-    parameters, chunked exactly once and last (RFC 9112 §6.1)."""
-    codings = [c.strip() for c in value.split(b",")]
-    return (
-        codings[-1] == b"chunked"
-        and codings.count(b"chunked") == 1
-        and all(_CODING.fullmatch(c) for c in codings)
-    )
-
-
-def is_admin(url: bytes, method: bytes) -> bool:
-    """Whether a request for ``url`` (which starts with an admin prefix) goes to the admin app
-    rather than to the replicas."""
-    path = url.split(b"?", 1)[0]
-    return (path, method) in ADMIN_ROUTES or (
-        path not in WORKER_ONLY and _PLAIN_ADMIN_PATH.fullmatch(path) is not None
-    )

@@ -51,7 +51,7 @@ from urllib.parse import unquote_to_bytes
 from balancer.hashing import NoReplicasError, Ring
 from balancer.hashing.bounded import choose_bounded, load_cap
 from balancer.http.framing import DONE, HEAD, UNTIL_CLOSE, FramingError
-from balancer.http.upstream import UpstreamConn, local_failure, reset
+from balancer.http.upstream import UpstreamConn, local_failure
 from balancer.stats import ReplicaStats
 from balancer.wire import no_endpoint_message
 
@@ -581,8 +581,8 @@ class Exchange:
     def _fail(self, status: int, message: str) -> None:
         if self.relayed:  # part of a response already went out: a reset says it is cut short
             self.keep_alive = False
+            self.client.reset()
             self._finished()
-            reset(self.client.transport)
         else:
             self.respond_error(status, message)
 

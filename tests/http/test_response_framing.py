@@ -206,9 +206,12 @@ async def test_truncated_upstream_body_closes_the_client(make_balancer: Balancer
     lb, _ = await raw_balancer(make_balancer, _truncated)
     async with await Client.open(lb.service.port) as c:
         await c.send(request_bytes("GET", "/tr?id=1"))
-        with pytest.raises(asyncio.IncompleteReadError) as info:
+        # A short body can only be signalled by the connection's end: a reset, so that no
+        # client can take what came for the whole body (the bytes before it may be lost).
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)) as info:
             await c.response()
-        assert info.value.partial == b"only part"  # a short body can only be signalled by closing
+        if isinstance(info.value, asyncio.IncompleteReadError):
+            assert info.value.partial == b"only part"
 
 
 async def _chunked_garbage(
@@ -228,9 +231,9 @@ async def test_bad_chunk_after_head_relayed_closes_the_client(
     lb, _ = await raw_balancer(make_balancer, _chunked_garbage)
     async with await Client.open(lb.service.port) as c:
         await c.send(request_bytes("GET", "/cg?id=1"))
-        with pytest.raises(asyncio.IncompleteReadError):
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
             await c.response(limit_s=3.0)
     async with await Client.open(lb.service.port) as c:
         await c.send(request_bytes("GET", "/cg?id=2"))
-        with pytest.raises(asyncio.IncompleteReadError):
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
             await c.response(limit_s=3.0)
