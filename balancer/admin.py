@@ -29,6 +29,7 @@ from balancer.admin_input import (
     BodyTooLarge,
     json_object,
     parse_change,
+    query_int,
     ring_cost_error,
     settings_change,
     shown,
@@ -72,6 +73,9 @@ GUARDED = frozenset(
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Set on every request of the admin app: whether changes need the admin token here (the OpenAPI
+# document served at /lb/openapi.json says so when they do).
+ADMIN_TOKEN_SET = web.RequestKey("admin_token_set", bool)
 
 
 def _reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
@@ -127,6 +131,7 @@ class AdminApi:
         """For the whole admin app: the admin token on changes (401 before anything is read)
         and the errors aiohttp raises itself (unknown path 404, method 405, body 413) in the
         contract's error shape."""
+        request[ADMIN_TOKEN_SET] = bool(self._token)
         if self._token and _route_key(request) in GUARDED:
             refusal = self._check_token(request)
             if refusal is not None:
@@ -306,10 +311,10 @@ class AdminApi:
 
     async def events(self, request: web.Request) -> web.Response:
         """The latest membership changes with the share of keys each moved, newest first."""
-        raw = request.query.get("limit", "50")
-        limit = int(raw) if raw.isdecimal() and len(raw) < 10 else 0
-        if not 1 <= limit <= KEEP_EVENTS:
-            return _reply(400, error_body(f"'limit' must be an integer in 1..{KEEP_EVENTS}"))
+        try:
+            limit = query_int(request.query.get("limit", "50"), "limit", 1, KEEP_EVENTS)
+        except RequestError as exc:
+            return _refused(exc)
         try:
             events = await self._store.events(limit)
         except StoreUnavailable as exc:

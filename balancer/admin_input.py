@@ -2,7 +2,8 @@
 limits that keep a settings or weight change from stalling every instance.
 
 Owns ``read_body`` (at most ``MAX_BODY_BYTES``), ``parse_json`` (one value, no duplicate keys,
-no NaN/Infinity, at most ``MAX_JSON_DEPTH`` levels), ``json_object``, ``parse_change`` (the
+no NaN/Infinity, at most ``MAX_JSON_DEPTH`` levels, a number whose value is whole is an ``int``
+as JSON Schema's ``integer`` has it), ``query_int``, ``json_object``, ``parse_change`` (the
 ``/add`` and ``/rm`` bodies), ``settings_change`` (a ``PUT /lb/settings`` body applied to the
 settings in force: never a keyed hash on a public seed, see ``balancer.hashing.hashes``) and
 ``ring_cost_error``. Every failure is a ``RequestError`` whose message the client sees
@@ -13,6 +14,7 @@ Must not import: redis, docker.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import json
 import math
 from collections.abc import Iterable
@@ -73,12 +75,15 @@ async def read_body(request: web.Request) -> bytes:
 
 def parse_json(raw: bytes) -> Any:
     """Strict JSON: no duplicate keys, no NaN/Infinity or overflowing numbers, at most
-    ``MAX_JSON_DEPTH`` levels. An empty body is ``{}``.
+    ``MAX_JSON_DEPTH`` levels. An empty body is ``{}`` (one of whitespace alone is not JSON).
+    A number whose value is whole is an ``int`` however it is written (``2916.0``, ``1.4e14``):
+    JSON does not tell it from ``2916`` and neither does JSON Schema's ``integer``, which the
+    OpenAPI document uses.
 
     Raises:
         RequestError: with the message the client sees.
     """
-    if not raw.strip():
+    if not raw:  # no body; whitespace alone is a body, and not JSON
         return {}
     too_deep = f"Request body is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
     try:
@@ -86,7 +91,7 @@ def parse_json(raw: bytes) -> Any:
             raw,
             object_pairs_hook=_unique_keys,
             parse_constant=_no_constant,
-            parse_float=_finite_float,
+            parse_float=_number,
         )
     except RecursionError as exc:
         raise RequestError(too_deep) from exc
@@ -114,11 +119,34 @@ def _no_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
+def _number(text: str) -> float | int:
+    """A JSON number written with a fraction or an exponent: an ``int`` when its value is whole
+    (exactly the written one: ``12345678901234567890.0`` is not rounded to a float's), else a
+    ``float``."""
     value = float(text)
     if not math.isfinite(value):
         raise _Refused(f"number out of range: {shown(text)}")
-    return value
+    if not value.is_integer():
+        return value
+    exact = decimal.Decimal(text)
+    # A value below a float's resolution ("1e-400") is whole as a float: JSON Schema
+    # validators see the float, so the server does too.
+    return int(exact) if exact == exact.to_integral_value() else int(value)
+
+
+def query_int(text: str, name: str, low: int, high: int) -> int:
+    """A query parameter of JSON Schema type ``integer`` in ``low..high``: ASCII digits only
+    (``int()`` would also take " 5", "+5", "5_0" and other scripts' digits).
+
+    Raises:
+        RequestError: ``'<name>' must be an integer in <low>..<high>``.
+    """
+    digits = text.removeprefix("-")
+    if digits.isascii() and digits.isdigit() and len(digits) <= 18:
+        value = int(text)
+        if low <= value <= high:
+            return value
+    raise RequestError(f"'{name}' must be an integer in {low}..{high}")
 
 
 def _depth(value: Any) -> int:
@@ -188,7 +216,8 @@ def settings_change(data: dict[str, Any], base: RingSettings) -> RingSettings:
     Raises:
         ValueError: with a message for the client (it never shows a seed).
     """
-    leaves_keyed = data.get("hash_name", base.hash_name) not in KEYED_HASHES
+    asked = data.get("hash_name", base.hash_name)  # any JSON value: settings_from_json checks
+    leaves_keyed = not isinstance(asked, str) or asked not in KEYED_HASHES
     if base.hash_name in KEYED_HASHES and leaves_keyed and "hash_seed" not in data:
         base = dataclasses.replace(base, hash_seed=DEFAULT_SEED)
     changed = settings_from_json(data, base)

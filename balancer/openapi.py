@@ -12,15 +12,16 @@ Must not import: redis, docker.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any
 
 from aiohttp import web
 
-from balancer.admin import GUARDED
+from balancer.admin import ADMIN_TOKEN_SET, GUARDED
 from balancer.admin_input import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_WEIGHT
-from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS
+from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS, RingSettings
 from balancer.hashing.arcs import DEFAULT_BINS
 from balancer.movement_log import KEEP_EVENTS
 from balancer.routing_api import MAX_CANDIDATES, MAX_SIMULATED_ADDS
@@ -28,9 +29,12 @@ from balancer.ui import MAX_BINS
 from balancer.wire import ADD_TOO_MANY_NAMES, CONTENT_TYPE, RM_TOO_MANY_NAMES
 
 PATH = "/lb/openapi.json"
-HOSTNAME_PATTERN = r"^(Server )?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# balancer.names' rule. The end is "(?![\s\S])", not "$": in Python's re (the jsonschema package,
+# hypothesis' from_regex) "$" also matches before a final newline, and "S5\n" is no hostname.
+HOSTNAME_PATTERN = r"^(Server )?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(?![\s\S])"
 # RingSettings fields with integer limits (balancer.store.settings_from_json enforces them).
 INT_LIMITS = {"points_per_weight": (1, 10_000), "slots": (1, 1 << 20), "vnodes": (1, 1 << 20)}
+MAX_SEED = 2**128 - 1  # siphash's key; the other hashes take seeds below 2**64
 
 JSON = dict[str, Any]
 
@@ -77,10 +81,11 @@ def _query(name: str, schema: JSON, description: str, *, required: bool = False)
     }
 
 
-def _body(schema: JSON, description: str) -> JSON:
+def _body(schema: JSON, description: str, *, required: bool) -> JSON:
+    """``required``: the server refuses an empty body (read as ``{}``)."""
     # Any content type is read as JSON (curl -d sends application/x-www-form-urlencoded).
     return {
-        "required": False,
+        "required": required,
         "description": description,
         "content": {CONTENT_TYPE: {"schema": schema}},
     }
@@ -107,19 +112,13 @@ _UNAVAILABLE = _error(
 
 
 def _change(summary: str, description: str, body: JSON, success: JSON) -> JSON:
-    """A state-changing operation: guarded by the admin token when one is configured."""
+    """A state-changing operation (``spec`` adds the admin token's requirement and its 401 when
+    the balancer runs with one)."""
     return {
         "summary": summary,
         "description": description,
-        "security": [{}, {"adminToken": []}],
         "requestBody": body,
-        "responses": {
-            "200": success,
-            "400": _BAD,
-            "401": _UNAUTHORIZED,
-            "413": _TOO_LARGE,
-            "503": _UNAVAILABLE,
-        },
+        "responses": {"200": success, "400": _BAD, "413": _TOO_LARGE, "503": _UNAVAILABLE},
     }
 
 
@@ -132,7 +131,18 @@ def _read(
     return op
 
 
+def _closed(properties: JSON) -> JSON:
+    """An object the server always builds whole: every property, nothing else."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
 def _schemas() -> JSON:
+    share = {"type": "number", "minimum": 0, "maximum": 1}
     settings_props: JSON = {
         "algorithm": {"enum": list(ALGORITHMS)},
         "hash_name": {"enum": list(HASH_NAMES)},
@@ -177,44 +187,53 @@ def _schemas() -> JSON:
                     "type": ["array", "null"],
                     "items": _ref("Hostname"),
                     "uniqueItems": True,
-                    "description": "At most n names, no duplicates; the rest are chosen by the "
-                    "balancer. Absent, null or [] all mean none.",
+                    "description": "At most n names, no two with the same server id ('Server 5' "
+                    "and '5' are the same replica); the rest are chosen by the balancer. Absent, "
+                    "null or [] all mean none.",
                 },
             },
+            "description": "Other fields are ignored. n is a JSON number: 2.0 is the integer 2.",
         },
         "RingSettings": {
             "type": "object",
-            "required": ["algorithm", "hash_name", "hash_seed", "points_per_weight", "slots"],
+            "required": [f.name for f in dataclasses.fields(RingSettings)],
             "properties": {
                 **settings_props,
                 "hash_seed": {
-                    "type": ["integer", "string"],
+                    "anyOf": [_int(0, MAX_SEED), {"const": "(secret)"}],
                     "description": "'(secret)' for the keyed hashes (siphash, blake2b).",
                 },
             },
+            "additionalProperties": False,
         },
         "SettingsChange": {
             "type": "object",
-            "properties": {**settings_props, "hash_seed": _int(0)},
+            "properties": {**settings_props, "hash_seed": _int(0, MAX_SEED)},
             "additionalProperties": False,
             "description": "Only the fields to change. hash_seed must be below 2**64 (2**128 "
-            "for siphash). A keyed hash (siphash, blake2b) runs only on a secret seed: a switch "
-            "to one from xxh3 must send a random hash_seed (not the default), else 400; a switch "
-            "back to xxh3 without one goes back to the default seed.",
+            "for siphash), given as a JSON number: 2916.0 is the integer 2916. A keyed hash "
+            "(siphash, blake2b) runs only on a secret seed: a switch to one from xxh3 must send "
+            "a random hash_seed (not the default), else 400; a switch back to xxh3 without one "
+            "goes back to the default seed.",
         },
         "WeightChange": {
             "type": "object",
             "required": ["hostname", "weight"],
             "properties": {"hostname": _ref("Hostname"), "weight": _int(0, MAX_WEIGHT)},
+            "description": "Other fields are ignored.",
         },
         "Settings": {
             "type": "object",
             "required": ["epoch", "settings"],
             "properties": {
                 "epoch": _int(0),
-                "shared": {"type": "boolean"},
+                "shared": {
+                    "type": "boolean",
+                    "description": "GET only: whether the settings come from the shared store.",
+                },
                 "settings": _ref("RingSettings"),
             },
+            "additionalProperties": False,
         },
         "Weights": {
             "type": "object",
@@ -224,10 +243,8 @@ def _schemas() -> JSON:
                 "weights": {"type": "object", "additionalProperties": _int(0, MAX_WEIGHT)},
             },
         },
-        "Status": {
-            "type": "object",
-            "required": ["instance", "leader", "store", "epoch", "replicas", "instances"],
-            "properties": {
+        "Status": _closed(
+            {
                 "instance": {"type": "string"},
                 "leader": {"type": "boolean"},
                 "store": {"enum": ["ok", "unavailable"]},
@@ -239,23 +256,21 @@ def _schemas() -> JSON:
                 "shared_settings": {"type": "boolean"},
                 "replicas": {
                     "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "server_id", "weight", "address", "alive"],
-                        "properties": {
+                    "items": _closed(
+                        {
                             "name": {"type": "string"},
                             "server_id": {"type": "string"},
-                            "index": {"type": "integer"},
+                            "index": _int(0),
                             "weight": _int(0, MAX_WEIGHT),
                             "address": {"type": "string"},
                             "alive": {"type": "boolean"},
                             "pid": {"type": ["integer", "null"]},
-                        },
-                    },
+                        }
+                    ),
                 },
                 "instances": {"type": "array", "items": {"type": "object"}},
-            },
-        },
+            }
+        ),
         "Event": {
             "type": "object",
             "required": ["epoch", "kind", "moved_share", "ideal_share"],
@@ -303,18 +318,40 @@ def _schemas() -> JSON:
                 "excess": {"type": ["number", "null"]},
             },
         },
-        "Ring": {
-            "type": "object",
-            "required": ["epoch", "algorithm", "arcs", "replicas"],
-            "properties": {
+        "Ring": _closed(
+            {
                 "epoch": _int(0),
                 "algorithm": {"enum": list(ALGORITHMS)},
+                "fingerprint": {"type": "string"},
                 "bins": _int(1, MAX_BINS),
-                "arcs": {"type": "array", "items": {"type": "array"}},
-                "shares": {"type": "object", "additionalProperties": {"type": "number"}},
-                "replicas": {"type": "array", "items": {"type": "object"}},
-            },
-        },
+                "method": {"enum": ["table", "points", "assignment", "sampled", "empty"]},
+                "exact": {"type": "boolean"},
+                "arcs": {
+                    "type": "array",
+                    "items": {
+                        "type": "array",
+                        "prefixItems": [share, share, {"type": "string"}],
+                        "minItems": 3,
+                        "maxItems": 3,
+                    },
+                    "description": "[start, end, owner] covering [0, 1) in order.",
+                },
+                "shares": {"type": "object", "additionalProperties": share},
+                "replicas": {
+                    "type": "array",
+                    "items": _closed(
+                        {
+                            "name": {"type": "string"},
+                            "weight": _int(0, MAX_WEIGHT),
+                            "address": {"type": "string"},
+                            "share": share,
+                            "requests": _int(0),
+                            "in_flight": _int(0),
+                        }
+                    ),
+                },
+            }
+        ),
         "TargetGroup": {
             "type": "object",
             "required": ["targets", "labels"],
@@ -331,11 +368,19 @@ def _paths() -> JSON:
     change_body = _body(
         _ref("Change"),
         "clients send it on DELETE too; other fields are ignored",
+        required=True,
+    )
+    # The contract forwards GET of any path it does not define to a replica: GET /add and
+    # GET /rm are the replicas' (the contract's 400 when none serves them), not 405.
+    forwarded = (
+        " GET (and HEAD) of this path is not this API's: like any path the contract does not "
+        "define for GET, it goes to a replica ('<Error> '{}' endpoint does not exist in server "
+        "replicas' when none serves it). Other methods answer 405."
     )
     rm = _change(
         "Remove n replicas (never respawned)",
         "Removes the named replicas and, when fewer than n are named, random others. "
-        f"More names than n: 400 '<Error> {RM_TOO_MANY_NAMES}'.",
+        f"More names than n: 400 '<Error> {RM_TOO_MANY_NAMES}'." + forwarded.format("/rm"),
         change_body,
         _ok(_ref("Replicas"), "The replicas that remain"),
     )
@@ -352,7 +397,7 @@ def _paths() -> JSON:
                 "Add n replicas",
                 "Starts n replicas (named ones first, generated names for the rest) and adds "
                 "them to the ring once each passed its first heartbeat; all or none. More "
-                f"names than n: 400 '<Error> {ADD_TOO_MANY_NAMES}'.",
+                f"names than n: 400 '<Error> {ADD_TOO_MANY_NAMES}'." + forwarded.format("/add"),
                 change_body,
                 _ok(_ref("Replicas"), "Every replica after the add"),
             )
@@ -393,7 +438,11 @@ def _paths() -> JSON:
                 "Change the routing settings of every instance",
                 "Only the given fields change; settings whose ring would be too costly to "
                 "build are refused (400).",
-                _body(_ref("SettingsChange"), 'e.g. {"algorithm": "maglev"}'),
+                _body(
+                    _ref("SettingsChange"),
+                    'e.g. {"algorithm": "maglev"}; none ({}) changes nothing',
+                    required=False,
+                ),
                 _ok(_ref("Settings"), "The settings now in force"),
             ),
         },
@@ -401,7 +450,7 @@ def _paths() -> JSON:
             "put": _change(
                 "Set one replica's weight (0 drains it)",
                 "The replica keeps running; its share of keys follows its weight.",
-                _body(_ref("WeightChange"), "The replica and its new weight"),
+                _body(_ref("WeightChange"), "The replica and its new weight", required=True),
                 _ok(_ref("Weights"), "Every replica's weight"),
             )
         },
@@ -485,10 +534,65 @@ def _paths() -> JSON:
     }
 
 
+_FIRST_LISTED = "$response.body#/message/replicas/0"
+
+
+def _link(operation_id: str, description: str, body: JSON | None = None) -> JSON:
+    link: JSON = {"operationId": operation_id, "description": description}
+    if body is not None:
+        link["requestBody"] = body  # merged into a generated body by clients that generate one
+    return link
+
+
+def _add_links(paths: JSON) -> None:
+    """Links between the contract's operations (OpenAPI ``links``): an answer listing the
+    replicas leads to the next change on them, /add → /rep → /rm → /add, as schemathesis'
+    stateful tests follow them."""
+    replicas = _link("get_rep", "The replicas now")
+    remove_first = _link(
+        "delete_rm", "Remove the first replica listed", {"n": 1, "hostnames": [_FIRST_LISTED]}
+    )
+    weigh_first = _link(
+        "put_lb_weight", "Set the first listed replica's weight", {"hostname": _FIRST_LISTED}
+    )
+    add_one = _link("post_add", "Add one replica", {"n": 1})
+    chains = {
+        ("/add", "post"): {"Replicas": replicas, "RemoveFirst": remove_first},
+        ("/rep", "get"): {
+            "RemoveFirst": remove_first,
+            "WeighFirst": weigh_first,
+            "AddOne": add_one,
+        },
+        ("/rm", "delete"): {"Replicas": replicas, "AddOne": add_one},
+    }
+    for (path, method), links in chains.items():
+        paths[path][method]["responses"]["200"]["links"] = links
+
+
+def operation_id(method: str, path: str) -> str:
+    """``post_add``, ``get_lb_openapi_json``: what links name operations by."""
+    return f"{method}_{path.strip('/').replace('/', '_').replace('.', '_')}"
+
+
 @functools.cache
-def spec() -> JSON:
-    """The OpenAPI 3.1 document (built once; do not mutate)."""
+def spec(*, admin_token: bool = False) -> JSON:
+    """The OpenAPI 3.1 document (built once per ``admin_token``; do not mutate).
+
+    Args:
+        admin_token: the balancer runs with an admin token, so the changes require it (401
+            without it); without one they need nothing.
+    """
     guarded = ", ".join(f"{method} {path}" for method, path in sorted(GUARDED))
+    paths = _paths()
+    _add_links(paths)
+    for path, item in paths.items():
+        for method, op in item.items():
+            op["operationId"] = operation_id(method, path)
+    if admin_token:
+        for method, path in GUARDED:
+            op = paths[path][method.lower()]
+            op["security"] = [{"adminToken": []}]
+            op["responses"] = {**op["responses"], "401": _UNAUTHORIZED}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -499,12 +603,14 @@ def spec() -> JSON:
                 "as the traffic it balances. /rep, /add and /rm are the assignment's wire "
                 "contract, byte for byte. Every error is "
                 '{"message": "<Error> …", "status": "failure"} with a 4xx status (503 when a '
-                "change cannot be made now); unknown /lb/ paths answer 404, other methods 405, "
-                "in the same shape. With --admin-token, the changes "
-                f"({guarded}) need 'Authorization: Bearer <token>'; reads stay open."
+                "change cannot be made now); unknown /lb/ paths answer 404, methods a path "
+                "does not list 405 with Allow, in the same shape (GET of /add and /rm excepted: "
+                "the contract forwards it to the replicas). With --admin-token, the changes "
+                f"({guarded}) need 'Authorization: Bearer <token>' (this document then says "
+                "so); reads stay open."
             ),
         },
-        "paths": _paths(),
+        "paths": paths,
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
@@ -519,12 +625,14 @@ def spec() -> JSON:
 
 
 @functools.cache
-def _document() -> bytes:
-    return json.dumps(spec(), indent=1).encode()
+def _document(admin_token: bool) -> bytes:
+    return json.dumps(spec(admin_token=admin_token), indent=1).encode()
 
 
 async def serve(request: web.Request) -> web.Response:
-    return web.Response(body=_document(), content_type=CONTENT_TYPE)
+    """This document, as it holds for this balancer (with or without an admin token)."""
+    admin_token = request.get(ADMIN_TOKEN_SET, False)
+    return web.Response(body=_document(admin_token), content_type=CONTENT_TYPE)
 
 
 def routes() -> list[web.RouteDef]:
