@@ -7,19 +7,32 @@ Owns ``BalancerProcess``: started with the given flags, logging to a file, stopp
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 from tests.support.ports import free_port
 
 
+def _limit_descriptors(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 class BalancerProcess:
-    def __init__(self, log_path: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        nofile: int | None = None,
+    ) -> None:
+        """``nofile``: the balancer's descriptor limit, soft and hard (it cannot raise it)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -29,6 +42,7 @@ class BalancerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,  # None: this process's environment
+                preexec_fn=None if nofile is None else partial(_limit_descriptors, nofile),
             )
 
     def wait_listening(self, timeout_s: float = 30.0) -> None:
