@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from balancer.admin import GUARDED
-from balancer.http.client import ADMIN_PREFIXES, WORKER_ONLY, is_admin
+from balancer.http.request_head import ADMIN_PREFIXES, WORKER_ONLY, is_admin
 from balancer.names import is_valid_name
 from balancer.openapi import HOSTNAME_PATTERN, INT_LIMITS, PATH, spec
 from balancer.store import _INT_LIMITS
