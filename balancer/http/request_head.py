@@ -20,16 +20,11 @@ ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics", b"/ui")
 # Paths only worker processes use, over the primary's admin socket: never served on the public
 # port (the membership document carries the routing settings, a keyed hash's secret seed too).
 WORKER_ONLY = (b"/lb/worker-stats", b"/lb/membership")
-ADMIN_ROUTES = frozenset(
-    {
-        (b"/rep", b"GET"),
-        (b"/add", b"POST"),
-        (b"/rm", b"DELETE"),
-        (b"/rm", b"POST"),
-        (b"/metrics", b"GET"),
-        (b"/ui", b"GET"),  # the live ring page (balancer.ui)
-        (b"/ui", b"HEAD"),
-    }
+# Every method of these paths goes to the admin app (one it does not serve: 405 with Allow),
+# except GET and HEAD of /add and /rm: the contract's GET /<path> sends those to a replica.
+ADMIN_PATHS = frozenset({b"/rep", b"/add", b"/rm", b"/metrics", b"/ui"})
+FORWARDED_GETS = frozenset(
+    {(b"/add", b"GET"), (b"/add", b"HEAD"), (b"/rm", b"GET"), (b"/rm", b"HEAD")}
 )
 # Limits of a request head besides its size (Frontend.max_head_bytes, else 431): the request
 # target (else 414), one field line and the number of field lines (else 431). Just below those
@@ -168,6 +163,6 @@ def is_admin(url: bytes, method: bytes) -> bool:
     """Whether a request for ``url`` (which starts with an admin prefix) goes to the admin app
     rather than to the replicas."""
     path = url.split(b"?", 1)[0]
-    return (path, method) in ADMIN_ROUTES or (
-        path not in WORKER_ONLY and _PLAIN_ADMIN_PATH.fullmatch(path) is not None
-    )
+    if path in ADMIN_PATHS:
+        return (path, method) not in FORWARDED_GETS
+    return path not in WORKER_ONLY and _PLAIN_ADMIN_PATH.fullmatch(path) is not None

@@ -18,11 +18,6 @@ from balancer.openapi import spec
 
 JSON = dict[str, Any]
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
-# Paths whose undeclared methods the data path still sends to the replicas (the contract's 400)
-# instead of the admin app (405 with Allow): ``balancer.http.request_head.is_admin`` routes them by
-# (path, method). Empty this once it routes every method of them to the admin app: the strict
-# xfail in test_fuzz_admin.py fails then, and test_schemathesis.py checks these paths too.
-UNDECLARED_GO_TO_REPLICAS = frozenset({"/rep", "/add", "/rm", "/metrics", "/ui"})
 
 
 def operations() -> list[tuple[str, str, JSON]]:

@@ -39,7 +39,6 @@ from tests.api.openapi_fuzz import (
     INITIAL_NAMES,
     INITIAL_SETTINGS,
     JSON,
-    UNDECLARED_GO_TO_REPLICAS,
     Http,
     bodies,
     check_answer,
@@ -254,18 +253,7 @@ def _unlisted(path: str) -> Iterator[tuple[str, str]]:
             yield method, ", ".join(sorted(listed))
 
 
-_ROUTED_BY_METHOD = pytest.mark.xfail(
-    strict=True, reason="is_admin sends undeclared methods of this path to the replicas"
-)
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=_ROUTED_BY_METHOD if p in UNDECLARED_GO_TO_REPLICAS else ())
-        for p in spec()["paths"]
-    ],
-)
+@pytest.mark.parametrize("path", list(spec()["paths"]))
 async def test_a_method_the_path_does_not_list_is_405_with_allow(
     make_balancer: BalancerFactory, path: str
 ) -> None:

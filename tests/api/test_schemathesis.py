@@ -42,7 +42,6 @@ from balancer.config import Settings
 from balancer.openapi import spec
 from balancer.store import InMemoryStore
 from balancer.wire import ADD_TOO_MANY_NAMES, RM_TOO_MANY_NAMES
-from tests.api.openapi_fuzz import UNDECLARED_GO_TO_REPLICAS
 from tests.support.runtime import InProcessRuntime
 
 TOKEN = "st-Token_7"
@@ -144,8 +143,6 @@ def _operation(path: str) -> dict[str, Any]:
     if path in ("/add", "/rm"):  # GET is the contract's GET /<path>, not an unexpected method
         unexpected = ["put", "delete", "patch", "trace", "options", "query"]
         section["phases"] = {"coverage": {"unexpected-methods": unexpected}}
-    if path in UNDECLARED_GO_TO_REPLICAS:
-        section["checks"] = {"unsupported_method": {"enabled": False}}
     return section
 
 
