@@ -258,7 +258,8 @@ class BalancerService:
     async def _serve_admin(self, admin: AdminApi) -> str:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[admin.middleware])
         app.router.add_routes(admin.routes())
-        app.router.add_routes(RoutingApi(self.view).routes())
+        routing = RoutingApi(self.view, max_replicas=self.settings.max_replicas)
+        app.router.add_routes(routing.routes())
         app.router.add_routes(TargetsApi(self.view).routes())
         app.router.add_routes(UiApi(self.view, self.stats).routes())
         app.router.add_get("/metrics", metrics_handler(self.registry))

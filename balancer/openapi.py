@@ -468,10 +468,33 @@ def _paths() -> JSON:
         "/lb/simulate": {
             "get": _read(
                 "The share of keys a change would move, without applying it",
-                "At least one of add, remove, weight; applied in the order remove, weight, add.",
-                {"200": _ok(_ref("Simulation")), "400": _BAD},
+                "At least one of add, remove, weight; applied in the order remove, weight, add. "
+                "Bounded by max_replicas: at most that many replicas after the change and "
+                "items in a list, else 400 'Not simulated: …' (also for rings too costly to "
+                "compare). Answers are cached per ring and resulting member set; new "
+                "computations run one at a time and use at most a tenth of the instance's CPU, "
+                "so one that gets no turn within 2 s is answered 503 with Retry-After. "
+                "rendezvous reports the expected share (closed form), assignment one estimated "
+                "from 8,192 keys, the other algorithms the exact share.",
+                {
+                    "200": _ok(_ref("Simulation")),
+                    "400": _BAD,
+                    "503": {
+                        **_error("Other simulations are using this instance's share; retry."),
+                        "headers": {
+                            "Retry-After": {
+                                "schema": _int(1),
+                                "description": "Seconds to wait before asking again.",
+                            }
+                        },
+                    },
+                },
                 [
-                    _query("add", _int(0, MAX_SIMULATED_ADDS), "New replicas"),
+                    _query(
+                        "add",
+                        _int(0, MAX_SIMULATED_ADDS),
+                        "New replicas (at most max_replicas less the replicas kept)",
+                    ),
                     _query("remove", {"type": "string"}, "Comma list of current replicas"),
                     _query(
                         "weight",

@@ -5,13 +5,22 @@ owner and the next candidates a retry or a bounded-load spill would use) and
 ``GET /lb/simulate`` (what share of keys a change would move, before anyone applies it):
 ``add=<n>`` new replicas, ``remove=<name>,…``, ``weight=<name>:<w>,…``, alone or together.
 Nothing here changes state or talks to the store.
+
+Every read here is cheap by construction, as it is open to anyone who reaches the port: a lookup
+costs what routing one request costs (``count`` is at most ``MAX_CANDIDATES``); a simulation
+takes at most ``max_replicas`` members after the change and list items, is refused (400) when
+the rings would be too costly to compare (``balancer.simulation``), and goes through a
+``SimulationGate``: answers cached per (ring, resulting member set), one computation per
+question and one at a time, at most a tenth of the process's time; a caller that gets no turn
+within two seconds is answered 503 with ``Retry-After``.
 Must not import: redis, docker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -19,24 +28,36 @@ from aiohttp import web
 from balancer.admin import public_settings
 from balancer.admin_input import MAX_WEIGHT, ring_cost_error
 from balancer.errors import RequestError
-from balancer.hashing import Member, NoReplicasError, build_ring, next_state
-from balancer.hashing.movement import ideal_share, moved_share
-from balancer.membership import RingView
+from balancer.hashing import Member, NoReplicasError
+from balancer.hashing.movement import ideal_share
+from balancer.membership import RingView, Snapshot
 from balancer.names import server_id
+from balancer.simulation import Busy, Clock, SimulationGate, measure, simulation_cost_error
 from balancer.wire import CONTENT_TYPE, error_body, message_body
 
 MAX_CANDIDATES = 16
-MAX_SIMULATED_ADDS = 1000
-# Rendezvous is simulated by sampling keys, each over every member: about 30 ms per member.
-MAX_SAMPLED_MEMBERS = 64
+MAX_SIMULATED_ADDS = 1000  # whatever max_replicas says (a simulation stays within it too)
+DEFAULT_MAX_REPLICAS = 64  # Settings.max_replicas' default
 
 
 class RoutingApi:
     """Handlers over one ring view."""
 
-    def __init__(self, view: RingView) -> None:
+    def __init__(
+        self,
+        view: RingView,
+        *,
+        max_replicas: int = DEFAULT_MAX_REPLICAS,
+        gate: SimulationGate[dict[str, Any]] | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        """Args:
+        max_replicas: the most replicas a simulated change may leave (``/add`` refuses more).
+        gate: shares and throttles simulations (default: ``SimulationGate`` on ``clock``).
+        """
         self._view = view
-        self._simulating = asyncio.Lock()  # one at a time: a sampled simulation costs CPU
+        self._max_replicas = max_replicas
+        self._gate: SimulationGate[dict[str, Any]] = gate or SimulationGate(clock=clock)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -83,48 +104,68 @@ class RoutingApi:
         snapshot = self._view.current
         before = snapshot.membership.members()
         try:
-            after = _changed_members(before, request.query)
+            after = _changed_members(before, request.query, self._max_replicas)
         except RequestError as exc:
             return _bad(str(exc))
         settings = snapshot.settings
-        too_costly = ring_cost_error(settings, after)
-        if settings.algorithm == "rendezvous" and len(after) > MAX_SAMPLED_MEMBERS:
-            too_costly = f"rendezvous is simulated for at most {MAX_SAMPLED_MEMBERS} replicas"
+        too_costly = ring_cost_error(settings, after) or simulation_cost_error(
+            settings, before, after
+        )
         if too_costly:
             return _bad(f"Not simulated: {too_costly}")
-
-        def measure() -> tuple[int, float]:
-            state = next_state(before, snapshot.membership.ring_state, after, settings)
-            new_ring = build_ring(after, settings, state)
-            return len(new_ring.members), moved_share(snapshot.ring, new_ring)
-
-        async with self._simulating:  # off the event loop: the data path keeps running
-            members_after, moved = await asyncio.to_thread(measure)
-        ideal = ideal_share(before, after)
-        return _ok(
-            {
-                "epoch": snapshot.epoch,
-                "algorithm": settings.algorithm,
-                "replicas_before": len(snapshot.ring.members),
-                "replicas_after": members_after,
-                "moved_share": round(moved, 6),
-                "ideal_share": round(ideal, 6),
-                "excess": None if ideal == 0 else round(moved / ideal, 4),
-            }
-        )
+        # The same question on the same ring has the same answer: the ring's epoch and
+        # fingerprint (its answers and state) and settings, and the member set asked about.
+        key = (snapshot.epoch, snapshot.fingerprint(), settings, frozenset(after))
+        answer = await self._gate.get(key, lambda: _simulation(snapshot, before, after))
+        if isinstance(answer, Busy):
+            return _reply(
+                503,
+                error_body(
+                    "Not simulated now: simulations have used their share of this instance's "
+                    f"CPU; retry in {answer.retry_after_s} s"
+                ),
+                {"Retry-After": str(answer.retry_after_s)},
+            )
+        return _ok(answer)
 
 
-def _changed_members(before: list[Member], query: Any) -> list[Member]:
-    """``before`` with the query's ``remove``, ``weight`` and ``add`` applied, in that order."""
+def _simulation(snapshot: Snapshot, before: list[Member], after: list[Member]) -> dict[str, Any]:
+    """The answer of ``/lb/simulate`` (runs in the gate's thread)."""
+    members_after, moved = measure(snapshot, after)
+    ideal = ideal_share(before, after)
+    return {
+        "epoch": snapshot.epoch,
+        "algorithm": snapshot.settings.algorithm,
+        "replicas_before": len(snapshot.ring.members),
+        "replicas_after": members_after,
+        "moved_share": round(moved, 6),
+        "ideal_share": round(ideal, 6),
+        "excess": None if ideal == 0 else round(moved / ideal, 4),
+    }
+
+
+def _changed_members(
+    before: list[Member], query: Mapping[str, str], max_replicas: int
+) -> list[Member]:
+    """``before`` with the query's ``remove``, ``weight`` and ``add`` applied, in that order.
+
+    Raises:
+        RequestError: a bad value, or more than ``max_replicas`` items in a list or members
+            after the change (no deployment can get there: ``/add`` refuses it).
+    """
     by_id = {server_id(m.name): m for m in before}
     if not any(k in query for k in ("add", "remove", "weight")):
         raise RequestError("give at least one of add=<n>, remove=<name>,…, weight=<name>:<w>,…")
+    removed, weighted = _items(query.get("remove", "")), _items(query.get("weight", ""))
+    adds = _int(query.get("add", "0"), "add", 0, MAX_SIMULATED_ADDS)
+    if max(len(removed), len(weighted)) > max_replicas:
+        raise RequestError(f"Not simulated: a list of more than max_replicas={max_replicas} items")
     after = dict(by_id)
-    for raw in _items(query.get("remove", "")):
+    for raw in removed:
         if server_id(raw) not in after:
             raise RequestError(f"Unknown replica hostname: {raw}")
         del after[server_id(raw)]
-    for raw in _items(query.get("weight", "")):
+    for raw in weighted:
         name, sep, value = raw.rpartition(":")
         if not sep or server_id(name) not in after:
             raise RequestError(f"'weight' takes <name>:<weight> of a current replica, not {raw!r}")
@@ -132,11 +173,14 @@ def _changed_members(before: list[Member], query: Any) -> list[Member]:
         after[server_id(name)] = dataclasses.replace(
             member, weight=_int(value, "weight", 0, MAX_WEIGHT)
         )
-    adds = _int(query.get("add", "0"), "add", 0, MAX_SIMULATED_ADDS)
+    if len(after) + adds > max_replicas:
+        raise RequestError(
+            f"Not simulated: {len(after) + adds} replicas after the change; at most "
+            f"max_replicas={max_replicas} can run"
+        )
     used = {m.index for m in after.values()}
-    for i in range(adds):
-        index = next(j for j in range(1, len(used) + 2) if j not in used)
-        used.add(index)
+    free = (j for j in range(1, len(used) + adds + 1) if j not in used)  # one pass, not N²
+    for i, index in zip(range(adds), free, strict=False):
         name = f"simulated-{i + 1}"
         after[name] = Member(name, index)
     return list(after.values())
@@ -164,5 +208,5 @@ def _bad(message: str) -> web.Response:
     return _reply(400, error_body(message))
 
 
-def _reply(status: int, body: bytes) -> web.Response:
-    return web.Response(status=status, body=body, content_type=CONTENT_TYPE)
+def _reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type=CONTENT_TYPE, headers=headers)
