@@ -10,7 +10,9 @@ everything else takes the full per-field path, which enforces the limits: 400 fo
 refuses, HTTP/0.9 and a missing or repeated Host; 414 for a request target over 8000 bytes; 431
 for a field line over 8000 bytes, more than 100 field lines or a head over 32 KiB; 501 for a
 transfer coding other than chunked; every answer in the contract's error shape, then close.
-An exchange starts only once every byte that came with its head parsed cleanly.
+An exchange starts only once every byte that came with its head parsed cleanly. A client's
+FIN ends its connection and gives up what it asked (nginx's default: a client that gave up
+costs its replica nothing more).
 Must not import: aiohttp, redis, docker.
 """
 
@@ -29,6 +31,7 @@ from balancer.http.request_head import (
     ADMIN_PREFIXES,
     CALLBACK_STATUS,
     CAPTURE,
+    DROP,
     HOST,
     LENGTH,
     LIST,
@@ -37,6 +40,7 @@ from balancer.http.request_head import (
     MAX_TARGET_BYTES,
     NEEDS_FULL_PATH,
     NEVER_NAMED,
+    SPOOFS_XFF,
     WORKER_ONLY,
     XFF,
     HeadTooLarge,
@@ -46,6 +50,7 @@ from balancer.http.request_head import (
     header_actions,
     is_admin,
     origin_form,
+    valid_host,
 )
 from balancer.http.upstream import reset
 from balancer.wire import error_body
@@ -123,6 +128,7 @@ class ClientConn(asyncio.Protocol):
         "_between",
         "_captured",
         "_chunked",
+        "_chunks",
         "_head_bytes",
         "_headers",
         "_host_at",
@@ -171,6 +177,7 @@ class ClientConn(asyncio.Protocol):
         self._headers: list[bytes] = []
         self._host_at = -1  # index of the Host line in _headers
         self._upgrade_framing = b""  # the body framing of an Upgrade request (see _feed)
+        self._chunks: list[bytes] = []  # body pieces of a chunked request, from one read
         self.linger_until = 0.0  # closing after an answer: when to stop draining the client
         self._captured: dict[bytes, bytes] = {}
         self._xff: bytes | None = None
@@ -218,7 +225,8 @@ class ClientConn(asyncio.Protocol):
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
-        self.progress += 1
+        if self.linger_until:  # answered and closing: what the client still sends is dropped
+            return
         if (
             self._between
             and self.exchange is None
@@ -227,9 +235,9 @@ class ClientConn(asyncio.Protocol):
             and self._fast_path(data)
         ):
             return
-        if self.linger_until:  # answered and closing: what the client still sends is dropped
-            return
         self._feed(data)
+        if self._chunks:
+            self._flush_chunks()
         ex = self.exchange
         if ex is not None and not ex.launched:
             ex.start()
@@ -271,7 +279,7 @@ class ClientConn(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self.progress += 1
+        self.progress += 1  # the client reads the response
         ex = self.exchange
         if ex is not None and ex.conn is not None and ex.conn.transport is not None:
             ex.conn.transport.resume_reading()
@@ -305,6 +313,9 @@ class ClientConn(asyncio.Protocol):
             return False  # no Host or several: the full path answers 400
         if data[data.find(b" ") + 1] != 47:  # not origin-form ("/…"): the full path rewrites it
             return False
+        at = lower.find(b"\r\nhost:") + 7
+        if not valid_host(data[at : data.find(b"\r\n", at)].strip(b" \t")):
+            return False  # the full path answers 400
         state = self._validator_state
         state.complete = False
         try:
@@ -361,24 +372,12 @@ class ClientConn(asyncio.Protocol):
         lower = name.lower()
         action = self.fe.header_actions.get(lower)
         if action is None:  # the common case: forward as received
-            self._headers.append(b"%s: %s\r\n" % (name, value))
-            return
-        if action == HOST:  # forward, remember, and refuse a second one
-            if lower in self._captured:
-                raise MalformedHead
-            self._captured[lower] = value
-            self._host_at = len(self._headers)
-            self._headers.append(b"%s: %s\r\n" % (name, value))
-            return
-        if action == LENGTH:  # llhttp refuses a second one, and one with Transfer-Encoding
-            if not value.isdigit():
-                raise MalformedHead
-            self._captured[lower] = value  # forwarded in place, its value canonical ("05" → 5)
-            self._headers.append(b"%s: %d\r\n" % (name, int(value)))
-            return
-        if action == CAPTURE:  # a key source: forward and remember
-            self._captured[lower] = value
-            self._headers.append(b"%s: %s\r\n" % (name, value))
+            if b"_" not in lower or lower not in SPOOFS_XFF:
+                self._headers.append(b"%s: %s\r\n" % (name, value))
+                return
+            action = DROP
+        if action in (HOST, LENGTH, CAPTURE):
+            self._kept_field(name, lower, value, action)
             return
         if action == LIST:  # Connection / Transfer-Encoding: hop-by-hop, but needed
             # Repeated lines are one comma-joined list (RFC 9110 §5.3). llhttp accepts a
@@ -395,6 +394,25 @@ class ClientConn(asyncio.Protocol):
         self._unlisted += 1
         if len(value) > MAX_FIELD_BYTES:
             raise HeadTooLarge
+
+    def _kept_field(self, name: bytes, lower: bytes, value: bytes, action: int) -> None:
+        """A field forwarded in place that the data path also reads."""
+        if action == HOST:  # forward, remember, and refuse a second one or an invalid one
+            if lower in self._captured or not valid_host(value):
+                raise MalformedHead
+            self._captured[lower] = value
+            self._host_at = len(self._headers)
+            self._headers.append(b"%s: %s\r\n" % (name, value))
+            return
+        if action == LENGTH:  # llhttp refuses a second one, and one with Transfer-Encoding
+            if not value.isdigit():
+                raise MalformedHead
+            self._captured[lower] = value  # forwarded in place, its value canonical ("05" → 5)
+            self._headers.append(b"%s: %d\r\n" % (name, int(value)))
+            return
+        # CAPTURE: a key source: forward and remember (the first, as the fast path does)
+        self._captured.setdefault(lower, value)
+        self._headers.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -480,13 +498,31 @@ class ClientConn(asyncio.Protocol):
         return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (method, url, b"".join(headers), xff, extra)
 
     def on_body(self, body: bytes) -> None:
+        # Body bytes are the client's progress (what it sends besides them, such as empty lines
+        # or chunk extensions, is not: it must not hold a connection open).
+        self.progress += 1
         ex = self._parsing
-        if ex is not None:
-            ex.send_body(b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
+        if ex is None:
+            return
+        if ex.chunked:  # the chunks of one read go upstream as one chunk (_flush_chunks)
+            self._chunks.append(body)
+        else:
+            ex.send_body(body)
+
+    def _flush_chunks(self) -> None:
+        """Send the body pieces of a chunked request gathered from one read as one chunk: a
+        client's thousands of 1-byte chunks cost one write, not thousands."""
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        ex = self._parsing
+        if ex is not None:  # else the request was refused meanwhile: its body goes nowhere
+            ex.send_body(b"%x\r\n%s\r\n" % (len(body), body))
 
     def on_message_complete(self) -> None:
         if self._upgrade_framing and self.parser.should_upgrade():
             return  # llhttp ends an Upgrade request at its head: its body follows (_feed)
+        if self._chunks:
+            self._flush_chunks()
         self._between = True
         ex = self._parsing
         self._parsing = None
@@ -566,8 +602,8 @@ class ClientConn(asyncio.Protocol):
         if ex is not None:  # the body of the request in progress is malformed: give it up
             self.exchange = None
             ex.abandon(reset=True)
-            if ex.relayed:
-                self.transport.close()
+            if ex.relayed:  # its response is under way: a reset says it is cut short
+                self.reset()
                 return
         self.fe.stats.client_error(status)
         self.write_error(status, message, close=True)

@@ -77,6 +77,7 @@ class Exchange:
         "final_head",
         "http10",
         "keep_alive",
+        "kept",
         "key",
         "launched",
         "method",
@@ -112,6 +113,7 @@ class Exchange:
         self.client = client
         self.fe: Frontend = client.fe
         self.parts = [head]  # what the upstream must receive (for a replay as well)
+        self.kept = len(head)  # bytes in parts: a running total, O(1) per body piece
         self.method = method
         self.pending_bytes = 0  # body bytes buffered while no connection is attached
         self.path = path
@@ -410,12 +412,12 @@ class Exchange:
         conn = self.conn
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
-            self.client.progress += 1
             if self.replayable:
                 self._keep(data)
             return
         self.parts.append(data)
         self.pending_bytes += len(data)
+        self.kept += len(data)
         self._keep(b"")
         if self.pending_bytes > 65536:  # connecting: stop reading the client until attached
             self.client.pause_reading(self.client.PAUSE_CONNECTING)
@@ -423,7 +425,8 @@ class Exchange:
     def _keep(self, data: bytes) -> None:
         if data:
             self.parts.append(data)
-        if self.replayable and sum(map(len, self.parts)) > self.fe.replay_limit:
+            self.kept += len(data)
+        if self.replayable and self.kept > self.fe.replay_limit:
             self.replayable = False
             if self.conn is not None:
                 self.parts.clear()

@@ -25,6 +25,7 @@ HOP_BY_HOP = frozenset(
 _HOP_MARKERS = tuple(b"\r\n" + name + b":" for name in HOP_BY_HOP if name != b"transfer-encoding")
 _KEEP_ALIVE_LINE = b"\r\nConnection: keep-alive\r\n"
 MAX_HEAD = 64 * 1024
+MAX_INTERIM = 32  # 1xx responses before one final response (100 Continue, 103 Early Hints …)
 
 # Framing decisions per distinct response head: replicas repeat the same head (only Date
 # changes, once a second), so parsing it again per response is wasted work. One dict per
@@ -59,6 +60,7 @@ class ResponseFramer:
         "_chunk_left",
         "_chunk_state",
         "_dechunk",
+        "_interims",
         "_no_body",
         "extra",
         "phase",
@@ -71,7 +73,8 @@ class ResponseFramer:
         self.reset(False, False)
 
     def reset(self, no_body: bool, dechunk: bool) -> None:
-        """Prepare for the next response. ``no_body``: the request was HEAD."""
+        """Prepare for the next response. ``no_body``: the request was HEAD; ``dechunk``: the
+        client speaks HTTP/1.0 (a chunked body is de-chunked, 1xx responses are not relayed)."""
         self._buf = b""
         self._no_body = no_body
         self._dechunk = dechunk
@@ -83,6 +86,7 @@ class ResponseFramer:
         self.extra = b""
         self._chunk_state = _SIZE
         self._chunk_left = 0
+        self._interims = 0
 
     def feed(self, data: bytes) -> bytes:
         """Consume upstream bytes; return what to send to the client.
@@ -104,25 +108,52 @@ class ResponseFramer:
     # -- head ------------------------------------------------------------------------------
 
     def _feed_head(self, data: bytes) -> bytes:
+        interim = b""  # 1xx heads relayed before the final one (a loop, not a recursion)
+        while True:
+            split = self._split_head(data)
+            if split is None:
+                return interim
+            head, rest = split
+            cached = self._cache.get(head)
+            if cached is not None:
+                self.status, phase, remaining, self.reusable, out = cached
+                if phase == LENGTH and len(rest) == remaining:  # the whole response in one read
+                    self.phase = DONE
+                    return interim + out + rest
+                self.phase, self.remaining = phase, remaining
+                return interim + self._after_head(out, rest)
+            raw_head, head = head, self._frame(self._status_of(head))
+            if self.status >= 200 or self.status == 101:
+                self._remember(raw_head, head)
+                return interim + self._after_head(head, rest)
+            # Interim response: relay it (not to an HTTP/1.0 client: RFC 9110 §15.2) and frame
+            # the final response that follows; a replica may not send them without end.
+            self._interims += 1
+            if self._interims > MAX_INTERIM:
+                raise FramingError("too many interim responses")
+            self.phase = HEAD
+            if not self._dechunk:
+                interim += head
+            if not rest:
+                return interim
+            data = rest
+
+    def _split_head(self, data: bytes) -> tuple[bytes, bytes] | None:
+        """(a complete head, the bytes after it), or None: the head is still arriving."""
         buf = self._buf + data if self._buf else data
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > MAX_HEAD:
                 raise FramingError("response head too large")
             self._buf = buf
-            return b""
+            return None
         if end + 4 > MAX_HEAD:
             raise FramingError("response head too large")
         self._buf = b""
-        head, rest = buf[: end + 4], buf[end + 4 :]
-        cached = self._cache.get(head)
-        if cached is not None:
-            self.status, phase, remaining, self.reusable, out = cached
-            if phase == LENGTH and len(rest) == remaining:  # the whole response in one read
-                self.phase = DONE
-                return out + rest
-            self.phase, self.remaining = phase, remaining
-            return self._after_head(out, rest)
+        return buf[: end + 4], buf[end + 4 :]
+
+    def _status_of(self, head: bytes) -> bytes:
+        """``head``, once its status line is valid (``self.status`` set)."""
         code = head[9:12]
         if (
             not head.startswith(b"HTTP/1.")
@@ -132,14 +163,7 @@ class ResponseFramer:
         ):
             raise FramingError(f"bad status line {head[:40]!r}")
         self.status = int(code)
-        raw_head, head = head, self._frame(head)
-        if self.status >= 200 or self.status == 101:
-            self._remember(raw_head, head)
-        else:
-            # Interim response: relay it and frame the final response that follows.
-            self.phase = HEAD
-            return head + (self._feed_head(rest) if rest else b"")
-        return self._after_head(head, rest)
+        return head
 
     def _after_head(self, head: bytes, rest: bytes) -> bytes:
         """The relayed head plus whatever of the body came with it."""

@@ -42,8 +42,20 @@ _PLAIN_ADMIN_PATH = re.compile(rb"/lb/[A-Za-z0-9_-][A-Za-z0-9._-]*")
 # full path (httptools callbacks per field); all others take ClientConn._fast_path.
 NEEDS_FULL_PATH = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-[a-z-]*|te|trailer|transfer-encoding|upgrade"
-    rb"|content-length|x-forwarded-for|expect)[ \t]*:"
+    rb"|content-length|x[-_]forwarded[-_]for|expect)[ \t]*:"
 )
+# X-Forwarded-For spelt with underscores: replicas that map fields to CGI/WSGI names
+# (HTTP_X_FORWARDED_FOR) would take it for the balancer's own, so it is dropped (nginx drops
+# every field with an underscore by default).
+SPOOFS_XFF = frozenset({b"x_forwarded_for", b"x-forwarded_for", b"x_forwarded-for"})
+# A Host value (RFC 9112 §3.2, RFC 3986 §3.2.2): an IP literal or a reg-name (percent-encoded
+# bytes allowed), then an optional port. Anything else (a path, userinfo, spaces) is a 400.
+_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether ``value`` may be a Host field value (empty is allowed: RFC 9112 §3.2)."""
+    return _HOST_VALUE.fullmatch(value) is not None
 
 
 # What the data path does with a request header (absent from the table: forward it).
@@ -119,7 +131,7 @@ def check_framing(*, http10: bool, coding: bytes | None) -> None:
         return
     if http10 or not _valid_codings(coding):
         raise MalformedHead
-    if coding != b"chunked":
+    if coding.strip() != b"chunked":
         raise CodingNotImplemented
 
 
@@ -140,7 +152,7 @@ def origin_form(method: bytes, url: bytes) -> tuple[bytes, bytes | None]:
     rest = url[lower.find(b"://") + 3 :]
     cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
     authority, path = rest[:cut], rest[cut:]
-    if not authority or b"@" in authority:  # no userinfo (RFC 9110 §4.2.4)
+    if not authority or not valid_host(authority):  # no userinfo (RFC 9110 §4.2.4), no junk
         raise MalformedHead
     return (path if path.startswith(b"/") else b"/" + path), authority
 

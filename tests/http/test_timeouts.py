@@ -362,3 +362,45 @@ async def test_connections_past_max_connections_are_refused_at_once(
     finally:
         for c in held:
             c.abort()
+
+
+# -- bytes that are not progress -------------------------------------------------------------
+
+
+async def _trickle_empty_lines(c: Client, every_s: float, count: int) -> None:
+    """Empty lines, which llhttp skips before a request line: no head, no body, no progress."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        for _ in range(count):
+            await asyncio.sleep(every_s)
+            c.writer.write(b"\r\n")
+
+
+async def test_empty_lines_do_not_hold_off_the_upstream_timeout(
+    make_balancer: BalancerFactory,
+) -> None:
+    lb, _ = await _lb(make_balancer)
+    async with await Client.open(lb.service.port) as c:
+        await c.send(request_bytes("GET", "/stall?id=1"))
+        trickle = asyncio.create_task(_trickle_empty_lines(c, 0.2, 20))
+        try:
+            resp = await c.response(limit_s=3.0)  # was: no answer while the lines kept coming
+        finally:
+            trickle.cancel()
+    assert resp.status == 504
+
+
+async def test_empty_lines_do_not_keep_a_client_that_stopped_reading(
+    make_balancer: BalancerFactory,
+) -> None:
+    lb, _ = await _lb(make_balancer)
+    fe = frontend(lb)
+    c = await _small_buffer_client(lb.service.port)
+    trickle = asyncio.create_task(_trickle_empty_lines(c, 0.2, 40))
+    try:
+        await c.send(request_bytes("GET", "/big?id=1"))
+        await _until(lambda: any(conn.write_paused for conn in fe.connections))
+        waited = await _until(lambda: not fe.connections, limit_s=5.0)
+        assert waited < FAST["client_timeout_s"] + 1.0
+    finally:
+        trickle.cancel()
+        c.abort()
