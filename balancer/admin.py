@@ -17,8 +17,10 @@ Must not import: redis, docker, ``balancer.proxy``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,6 +62,8 @@ from balancer.wire import (
     message_body,
     replicas_body,
 )
+
+PIDS_MAX_AGE_S = 1.0  # how old the pids /lb/status shows may be
 
 # The changes an admin token guards, as (method, route path); reads stay open.
 GUARDED = frozenset(
@@ -111,6 +115,12 @@ class AdminApi:
         self._relay = relay
         self._instance_id = instance_id
         self._token = admin_token.encode()  # empty: changes need no token
+        # /lb/status is unauthenticated: the runtime (a Docker API call) is asked at most once
+        # a second, by one request at a time, and its failure is not a 500.
+        self._pids_lock = asyncio.Lock()
+        self._pids_at = -PIDS_MAX_AGE_S
+        self._pids_epoch = -1  # a new ring (a replica started or gone) asks again at once
+        self._pids: dict[str, int | None] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -321,6 +331,17 @@ class AdminApi:
             return _reply(503, error_body(f"The shared state store is unavailable: {exc}"))
         return _reply(200, message_body({"events": events}))
 
+    async def _replica_pids(self, epoch: int) -> dict[str, int | None]:
+        async with self._pids_lock:
+            if epoch != self._pids_epoch or time.monotonic() - self._pids_at >= PIDS_MAX_AGE_S:
+                try:
+                    handles = await self._runtime.list()
+                except RuntimeFailure:
+                    handles = []
+                self._pids = {h.name: h.pid for h in handles}
+                self._pids_at, self._pids_epoch = time.monotonic(), epoch
+            return self._pids
+
     async def status(self, request: web.Request) -> web.Response:
         """Operator view: this instance's epoch, fingerprint and role; replicas; all instances.
 
@@ -333,7 +354,7 @@ class AdminApi:
             store_ok = True
         except StoreUnavailable:
             alive, instances, store_ok = frozenset(), {}, False
-        pids = {h.name: h.pid for h in await self._runtime.list()}
+        pids = await self._replica_pids(snapshot.epoch)
         replicas = [
             {
                 "name": r.name,

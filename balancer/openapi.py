@@ -509,7 +509,13 @@ def _paths() -> JSON:
                 "The ring as arcs of the hash space, with shares and traffic per replica",
                 "What the /ui page draws.",
                 {"200": _ok(_ref("Ring")), "400": _BAD},
-                [_query("bins", _int(1, MAX_BINS, default=DEFAULT_BINS), "Resolution")],
+                [
+                    _query(
+                        "bins",
+                        _int(1, MAX_BINS, default=DEFAULT_BINS),
+                        "Resolution, rounded up to a power of two in 64..4096",
+                    )
+                ],
             )
         },
         "/lb/targets": {

@@ -7,8 +7,11 @@ flight (``merged(stats)``: this process and its worker processes). ``/ui`` is on
 self-contained HTML page (``ui_page.html``, inline CSS and JS, no network besides this
 balancer) that polls ``/lb/ring``, ``/lb/status`` and ``/lb/events`` every second.
 
-Arcs are computed off the event loop (they cost milliseconds to tens of milliseconds) and kept
-per (snapshot, bins) until the ring changes. Nothing here changes state or talks to the store.
+Arcs are computed off the event loop, one computation at a time (milliseconds to tens of
+milliseconds, about a second for rendezvous at 64 replicas) and kept per (snapshot, bins) until
+the ring changes. ``bins`` is rounded up to a power of two from 64 to 4096, so an unauthenticated
+client can cause at most seven computations per ring, however many values it asks for.
+Nothing here changes state or talks to the store.
 Must not import: redis, docker.
 """
 
@@ -26,6 +29,7 @@ from balancer.stats import TrafficStats, merged
 from balancer.wire import CONTENT_TYPE, error_body, message_body
 
 MAX_BINS = 4096
+MIN_BINS = 64  # resolutions served: the powers of two MIN_BINS..MAX_BINS (7 per ring)
 _DIGITS = 7  # fractions are rounded for the wire: 1e-7 of a turn is far below a pixel
 
 
@@ -68,6 +72,7 @@ class UiApi:
             bins = 0
         if not 1 <= bins <= MAX_BINS:
             return _reply(400, error_body(f"'bins' must be an integer in 1..{MAX_BINS}"))
+        bins = max(MIN_BINS, 1 << (bins - 1).bit_length())  # the resolution served
         snapshot = self._view.current
         drawn = await self._arcs(snapshot, bins)
         totals = merged(self._stats)["replicas"]
@@ -105,8 +110,6 @@ class UiApi:
             found = self._cache.get(bins)
             if found is None:
                 found = await asyncio.to_thread(ring_arcs, snapshot.ring, bins)
-                if len(self._cache) >= 8:  # a few resolutions per ring is plenty
-                    self._cache.clear()
                 self._cache[bins] = found
             return found
 

@@ -221,3 +221,55 @@ async def test_a_simulation_that_gets_no_turn_is_answered_503_with_retry_after()
         async with client.get("/lb/simulate", params={"add": "1"}) as resp:
             assert resp.status == 200  # cached: no turn needed
     assert gate.computed == 1
+
+
+async def test_ring_drawings_are_computed_at_most_seven_times_per_ring(
+    make_balancer: BalancerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /lb/ring?bins=k is unauthenticated: each new k cost a computation (about a second of
+    the GIL for rendezvous at 64 replicas), and its cache was cleared every 8 values, so loops
+    over k cut proxied throughput from 822 to 14 req/s. k is now rounded up to a power of two
+    in 64..4096: at most 7 computations per ring, whatever k a client sends."""
+    import balancer.ui
+
+    computed: list[int] = []
+    real = balancer.ui.ring_arcs
+
+    def counting(ring: Any, bins: int) -> Any:
+        computed.append(bins)
+        return real(ring, bins)
+
+    monkeypatch.setattr(balancer.ui, "ring_arcs", counting)
+    lb = await make_balancer()
+    for k in range(1, 4097, 37):
+        async with lb.client.get("/lb/ring", params={"bins": str(k)}) as resp:
+            assert resp.status == 200
+            served = (await resp.json())["message"]["bins"]
+            assert served >= min(k, 4096) and served & (served - 1) == 0
+    assert sorted(set(computed)) == [64, 128, 256, 512, 1024, 2048, 4096]
+    assert len(computed) == 7
+
+
+async def test_status_asks_the_runtime_at_most_once_a_second_and_survives_its_failure(
+    make_balancer: BalancerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/lb/status is unauthenticated and asked the runtime (under Docker, an API call) on every
+    request, and a RuntimeFailure from it was a 500."""
+    from balancer.errors import RuntimeFailure
+
+    lb = await make_balancer()
+    calls = 0
+
+    async def failing_list() -> list[Any]:
+        nonlocal calls
+        calls += 1
+        raise RuntimeFailure("the Docker daemon is gone")
+
+    monkeypatch.setattr(lb.runtime, "list", failing_list)
+    await asyncio.sleep(1.1)  # whatever was asked before is stale now
+    for _ in range(50):
+        async with lb.client.get("/lb/status") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    assert calls == 1
+    assert [r["pid"] for r in body["replicas"]] == [None, None, None]
