@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,11 @@ def _descriptors(pid: int) -> int:
 async def test_stuck_uploads_do_not_exhaust_descriptors_or_evict_replicas(
     balancer: BalancerProcess,
 ) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2 * CLIENTS + 256:  # this process opens the attack's 1,100 sockets
+        if hard < 2 * CLIENTS + 256:
+            pytest.skip(f"needs {2 * CLIENTS + 256} descriptors in the test process, has {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     async with aiohttp.ClientSession() as s:
         before = await _ready(s, balancer)
         baseline = _descriptors(balancer.proc.pid)
