@@ -68,7 +68,6 @@ async def main(n: int) -> None:
         keys,
         admin_address="unix:/x",
         retries=2,
-        upstream_timeout_s=30.0,
     )
     client = ClientConn(fe)
     client.connection_made(FakeTransport())  # type: ignore[arg-type]

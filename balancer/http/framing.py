@@ -108,7 +108,33 @@ class ResponseFramer:
     # -- head ------------------------------------------------------------------------------
 
     def _feed_head(self, data: bytes) -> bytes:
-        interim = b""  # 1xx heads relayed before the final one (a loop, not a recursion)
+        if not self._buf:  # the common case: a whole head seen before, in one read
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                cached = self._cache.get(data[: end + 4])
+                if cached is not None:  # _known_head, inlined: this runs for every response
+                    self.status, phase, remaining, self.reusable, out = cached
+                    rest = data[end + 4 :]
+                    if phase == LENGTH and len(rest) == remaining:  # the whole response
+                        self.phase = DONE
+                        return out + rest
+                    self.phase, self.remaining = phase, remaining
+                    return self._after_head(out, rest)
+        return self._heads(data)
+
+    def _known_head(self, cached: tuple[int, int, int, bool, bytes], rest: bytes) -> bytes:
+        """A head framed before (``_remember``), and what came after it."""
+        self.status, phase, remaining, self.reusable, out = cached
+        if phase == LENGTH and len(rest) == remaining:  # the whole response in one read
+            self.phase = DONE
+            return out + rest
+        self.phase, self.remaining = phase, remaining
+        return self._after_head(out, rest)
+
+    def _heads(self, data: bytes) -> bytes:
+        """Frame the heads in ``data``: interim ones (relayed, at most ``MAX_INTERIM``), then the
+        final one; a loop, not a recursion, whatever a replica sends."""
+        interim = b""  # 1xx heads relayed before the final one
         while True:
             split = self._split_head(data)
             if split is None:
@@ -116,12 +142,7 @@ class ResponseFramer:
             head, rest = split
             cached = self._cache.get(head)
             if cached is not None:
-                self.status, phase, remaining, self.reusable, out = cached
-                if phase == LENGTH and len(rest) == remaining:  # the whole response in one read
-                    self.phase = DONE
-                    return interim + out + rest
-                self.phase, self.remaining = phase, remaining
-                return interim + self._after_head(out, rest)
+                return interim + self._known_head(cached, rest)
             raw_head, head = head, self._frame(self._status_of(head))
             if self.status >= 200 or self.status == 101:
                 self._remember(raw_head, head)
