@@ -41,6 +41,7 @@ from balancer.http.request_head import (
     NEEDS_FULL_PATH,
     NEVER_NAMED,
     SPOOFS_XFF,
+    VALID_HOST_LINE,
     WORKER_ONLY,
     XFF,
     HeadTooLarge,
@@ -309,12 +310,11 @@ class ClientConn(asyncio.Protocol):
         if NEEDS_FULL_PATH.search(lower) is not None:
             return False
         line_end = data.find(b"\r\n")
-        host_at = lower.find(b"\r\nhost:")
-        if data[line_end - 9 : line_end] != b" HTTP/1.1" or host_at < 0:
-            return False  # no Host: the full path answers 400
+        if data[line_end - 9 : line_end] != b" HTTP/1.1" or lower.count(b"\r\nhost:") != 1:
+            return False  # no Host or several: the full path answers 400
         space = data.find(b" ")
-        if data[space + 1] != 47 or not self._host_line_valid(data, lower, host_at):
-            return False  # not origin-form: the full path rewrites it; Host bad or twice: 400
+        if data[space + 1] != 47 or VALID_HOST_LINE.search(lower) is None:
+            return False  # not origin-form: the full path rewrites it; a bad Host: 400 there
         state = self._validator_state
         state.complete = False
         try:
@@ -348,22 +348,6 @@ class ClientConn(asyncio.Protocol):
         ex.request_done = True
         self.exchange = ex
         ex.start()
-        return True
-
-    def _host_line_valid(self, data: bytes, lower: bytes, at: int) -> bool:
-        """The one Host line at ``at`` has a valid value (each value is checked once)."""
-        at += 7
-        end = data.find(b"\r\n", at)
-        if lower.find(b"\r\nhost:", end) >= 0:
-            return False  # a second one
-        host = data[at:end]
-        valid = self.fe.valid_hosts
-        if host in valid:  # clients repeat their Host: each value is checked once
-            return True
-        if not valid_host(host.strip(b" \t")):
-            return False
-        if len(valid) < 1024:
-            valid.add(host)
         return True
 
     def on_message_begin(self) -> None:

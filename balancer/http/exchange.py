@@ -145,6 +145,7 @@ class Exchange:
     def start(self) -> None:
         """Choose the replica (or the admin app) and send the request."""
         self.launched = True
+        self.client.progress += 1  # its stall is counted from now, not from an idle spell
         if self.admin:
             self._use(self.fe.admin_address)
             return

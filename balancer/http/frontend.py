@@ -146,7 +146,6 @@ class Frontend:
         self.retries = retries
         self.timeouts = timeouts or Timeouts()
         self.max_connections = max_connections
-        self.valid_hosts: set[bytes] = set()  # Host values the fast path found valid (≤ 1024)
         self.max_head_bytes = max_head_bytes
         self.replay_limit = replay_limit
         self.access = access or AccessLog(0.0)

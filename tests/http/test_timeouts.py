@@ -101,7 +101,14 @@ async def _close_reset(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWr
     raise ConnectionResetError
 
 
+async def _think(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """Answers after 0.3 s: below every timeout of the matrix, above the sweeper's period."""
+    await asyncio.sleep(0.3)
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
 BEHAVIOURS = {
+    b"/think": _think,
     b"/early": _early,
     b"/stall": _stall,
     b"/half": _half,
@@ -404,3 +411,15 @@ async def test_empty_lines_do_not_keep_a_client_that_stopped_reading(
     finally:
         trickle.cancel()
         c.abort()
+
+
+async def test_a_request_after_an_idle_spell_longer_than_the_timeouts_is_answered(
+    make_balancer: BalancerFactory,
+) -> None:
+    """Stalls are counted from the request's start: a keep-alive connection idle for longer
+    than the upstream and client timeouts (but not the idle one) serves its next request."""
+    lb, _ = await _lb(make_balancer)
+    async with await Client.open(lb.service.port) as c:
+        assert (await c.request("GET", "/think?id=1", limit_s=5.0)).status == 200
+        await asyncio.sleep(1.5)  # three times the upstream and client timeouts
+        assert (await c.request("GET", "/think?id=2", limit_s=5.0)).status == 200
