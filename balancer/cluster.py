@@ -396,13 +396,15 @@ class Instance:
         return self.proc.poll() is None
 
 
-def instance_argv(opts: Options, index: int, redis_url: str) -> list[str]:
+def instance_argv(opts: Options, index: int) -> list[str]:
+    """The command line of instance ``index``. The Redis URL is not on it (it may carry a
+    password, and any local user can read /proc/<pid>/cmdline): ``start_instance`` passes it in
+    the instance's environment."""
     return [
         sys.executable,
         *("-m", "balancer"),
         *("--host", opts.host),
         *("--port", str(opts.port(index))),
-        *("--redis-url", redis_url),
         *("--instance-id", instance_name(index)),
         *opts.passthrough,
     ]
@@ -412,9 +414,10 @@ def instance_name(index: int) -> str:
     return f"lb-{index + 1}"
 
 
-def start_instance(argv: list[str], name: str, port: int) -> Instance:
+def start_instance(argv: list[str], name: str, port: int, redis_url: str) -> Instance:
     # Own process group: Ctrl-C in the terminal reaches the launcher only, which orders the stop.
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0)
+    env = {**os.environ, REDIS_URL_ENV: redis_url}
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0, env=env)
     log.info("%s: started (pid %d), waiting for port %d", name, proc.pid, port)
     return Instance(name, port, proc)
 
@@ -520,7 +523,7 @@ def report_exits(instances: Sequence[Instance]) -> int:
 # -- the main loop -----------------------------------------------------------------------------
 
 
-InstanceCommand = Callable[[Options, int, str], list[str]]
+InstanceCommand = Callable[[Options, int], list[str]]
 
 
 def run_cluster(
@@ -556,7 +559,7 @@ def _start_all(
     each to ``instances``; False if a stop was requested meanwhile."""
     for index in range(opts.instances):
         port = opts.port(index)
-        instance = start_instance(command(opts, index, redis.url), instance_name(index), port)
+        instance = start_instance(command(opts, index), instance_name(index), port, redis.url)
         instances.append(instance)
         if not wait_listening(instance, opts.host, stop):
             return False

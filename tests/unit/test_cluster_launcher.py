@@ -140,12 +140,12 @@ def test_impossible_layouts_are_refused(argv: list[str]) -> None:
 
 def test_instance_command_line() -> None:
     opts = Options(base_port=6000, passthrough=("--replicas", "5"))
-    assert instance_argv(opts, 1, "redis://127.0.0.1:1/0") == [
+    assert instance_argv(opts, 1) == [
         sys.executable,
         *("-m", "balancer", "--host", "127.0.0.1", "--port", "6001"),
-        *("--redis-url", "redis://127.0.0.1:1/0", "--instance-id", "lb-2"),
+        *("--instance-id", "lb-2"),
         *("--replicas", "5"),
-    ]
+    ]  # no Redis URL: it may hold a password, and /proc/<pid>/cmdline is world-readable
 
 
 def test_addresses_and_redaction() -> None:
@@ -458,8 +458,8 @@ server.serve_forever()
 """
 
 
-def fake_instance(opts: Options, index: int, redis_url: str) -> list[str]:
-    return [sys.executable, "-c", FAKE_INSTANCE, *instance_argv(opts, index, redis_url)[3:]]
+def fake_instance(opts: Options, index: int) -> list[str]:
+    return [sys.executable, "-c", FAKE_INSTANCE, *instance_argv(opts, index)[3:]]
 
 
 @pytest.fixture
@@ -562,10 +562,10 @@ def test_an_instance_that_exits_while_starting_fails_fast_and_stops_the_others(
 ) -> None:
     opts = Options(instances=3, base_port=free_port_block(3))
 
-    def command(opts: Options, index: int, redis_url: str) -> list[str]:
+    def command(opts: Options, index: int) -> list[str]:
         if index == 1:
             return [sys.executable, "-c", "raise SystemExit(3)"]
-        return fake_instance(opts, index, redis_url)
+        return fake_instance(opts, index)
 
     started = time.monotonic()
     with pytest.raises(LauncherError, match="lb-2 exited with code 3 before listening"):
@@ -580,11 +580,11 @@ def test_a_stop_while_an_instance_is_starting_stops_it_and_exits_cleanly() -> No
     procs: list[subprocess.Popen[bytes]] = []
     real_start = cluster.start_instance
 
-    def never_listens(opts: Options, index: int, redis_url: str) -> list[str]:
+    def never_listens(opts: Options, index: int) -> list[str]:
         return [sys.executable, "-c", "import time; time.sleep(30)"]
 
-    def start_and_keep(argv: list[str], name: str, port: int) -> cluster.Instance:
-        instance = real_start(argv, name, port)
+    def start_and_keep(argv: list[str], name: str, port: int, redis_url: str) -> cluster.Instance:
+        instance = real_start(argv, name, port, redis_url)
         procs.append(instance.proc)
         return instance
 
@@ -599,3 +599,13 @@ def test_a_stop_while_an_instance_is_starting_stops_it_and_exits_cleanly() -> No
     waiter.join()
     assert len(procs) == 1  # the second instance was never started
     assert procs[0].returncode == -signal.SIGTERM
+
+
+def test_the_redis_url_reaches_an_instance_in_its_environment(tmp_path: Path) -> None:
+    out = tmp_path / "seen"
+    script = "import os, sys; open(sys.argv[1], 'w').write(os.environ['LB_REDIS_URL'])"
+    instance = cluster.start_instance(
+        [sys.executable, "-c", script, str(out)], "lb-1", 1, "redis://:s3cret@h:6379/0"
+    )
+    assert instance.proc.wait(timeout=10) == 0
+    assert out.read_text() == "redis://:s3cret@h:6379/0"
