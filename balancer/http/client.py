@@ -590,7 +590,7 @@ class ClientConn(asyncio.Protocol):
         bad = self._parsing
         if bad is not None and bad in self.queue:  # a queued request turned out malformed
             self.queue.remove(bad)
-            bad.abandon(reset=True)
+            bad.abandon()
         self._parsing = None
         ex = self.exchange
         if ex is not None and ex.request_done:  # a later pipelined request is malformed
@@ -599,7 +599,7 @@ class ClientConn(asyncio.Protocol):
             return
         if ex is not None:  # the body of the request in progress is malformed: give it up
             self.exchange = None
-            ex.abandon(reset=True)
+            ex.abandon()
             if ex.relayed:  # its response is under way: a reset says it is cut short
                 self.reset()
                 return
@@ -668,7 +668,7 @@ class ClientConn(asyncio.Protocol):
     def _client_timed_out(self, ex: Exchange) -> None:
         """The client stopped sending its request, or reading the response."""
         self.exchange = None
-        ex.abandon(reset=True)
+        ex.abandon()
         if ex.response_done:  # an early answer went out; the rest of the body did not come
             self.transport.close()
         elif ex.relayed:  # part of the response went out: only a reset can say it is cut short

@@ -510,6 +510,8 @@ class Exchange:
         )
 
     def _detach(self, *, close: bool) -> None:
+        """Let go of the upstream connection: back to the pool, or closed; closed with a reset
+        while the request is incomplete, so the replica never takes a part for the whole."""
         conn, self.conn = self.conn, None
         if conn is None:
             return
@@ -517,7 +519,7 @@ class Exchange:
         self.fe.stats.load -= 1
         if close:
             conn.user = None
-            conn.close()
+            conn.close() if self.request_done else conn.abort()
         else:
             self.fe.pool.give_back(conn, self.fe.loop.time())
 
@@ -575,10 +577,6 @@ class Exchange:
             self._count_failure()
         if not self.request_done:  # the rest of the body has nowhere to go: close after the 504
             self.keep_alive = False
-            conn = self.conn
-            if conn is not None:  # the replica must not take the partial request as complete
-                conn.user = None
-                conn.abort()
         self._detach(close=True)
         self._fail(504, f"Replica {self.name} timed out")
 
@@ -598,16 +596,12 @@ class Exchange:
             self._log_access(status, None)
         self._finished()
 
-    def abandon(self, *, reset: bool = False) -> None:
-        """The client went away, or its request turned out malformed (``reset``: the replica
-        must see an incomplete request end in a reset, never a request it could complete)."""
+    def abandon(self) -> None:
+        """The client went away, or its request turned out malformed or too slow: stop what is
+        under way (an incomplete request ends in a reset at the replica, see ``_detach``)."""
         if self.connecting is not None:
             self.connecting.cancel()  # it may not have started: its own bookkeeping may not run
             self._connect_done()
-        conn = self.conn
-        if reset and conn is not None and not self.request_done:
-            conn.user = None
-            conn.abort()
         self._detach(close=True)
         if self.retrying:
             self._end_retry()
