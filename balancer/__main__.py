@@ -19,11 +19,11 @@ from balancer.app import BalancerService
 from balancer.cluster import redact
 from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
-from balancer.process_runtime import ProcessRuntime
-from balancer.runtime import ReplicaRuntime
-from balancer.static_runtime import StaticRuntime
-from balancer.store import InMemoryStore
-from balancer.workers import ADMIN_ENV, ID_ENV, run_worker
+from balancer.http.workers import ADMIN_ENV, ID_ENV, run_worker
+from balancer.runtimes.base import ReplicaRuntime
+from balancer.runtimes.process import ProcessRuntime
+from balancer.runtimes.static import StaticRuntime
+from balancer.state.store import InMemoryStore
 
 log = logging.getLogger("balancer")
 
@@ -56,7 +56,7 @@ def _runtime(settings: Settings) -> ReplicaRuntime:
     if settings.runtime == "docker":
         import docker  # only in the Docker deployment
 
-        from balancer.docker_runtime import DockerRuntime
+        from balancer.runtimes.docker import DockerRuntime
 
         return DockerRuntime(
             docker.from_env(timeout=int(settings.docker_timeout_s)),
@@ -71,9 +71,11 @@ async def _shared_service(
     settings: Settings, runtime: ReplicaRuntime, stack: contextlib.AsyncExitStack
 ) -> BalancerService:
     """A balancer instance whose state lives in Redis, next to other instances."""
-    from balancer.leader import LeaderElector  # redis is imported only in shared mode
-    from balancer.redis_relay import RedisRelay
-    from balancer.redis_store import RedisStore, redis_client
+    from balancer.state.redis_leadership import (
+        LeaderElector,  # redis is imported only in shared mode
+    )
+    from balancer.state.redis_relay import RedisRelay
+    from balancer.state.redis_store import RedisStore, redis_client
 
     timeout_s = settings.redis_timeout_s
     instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}"

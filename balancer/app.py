@@ -29,14 +29,20 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from balancer.accesslog import AccessLog
-from balancer.admin import AdminApi
+from balancer.api.admin import AdminApi
+from balancer.api.discovery import TargetsApi
+from balancer.api.metrics import Liveness, TrafficCollector, metrics_handler
+from balancer.api.openapi import routes as openapi_routes
+from balancer.api.routing import RoutingApi
+from balancer.api.ui import UiApi
 from balancer.config import Settings
-from balancer.coordination import AdminRelay, Leadership, NoRelay, SoloLeadership
-from balancer.discovery import TargetsApi
-from balancer.duties import LeaderDuties
+from balancer.control.duties import LeaderDuties
+from balancer.control.health import HealthMonitor, health_check, wait_ready
+from balancer.control.manager import ReplicaManager
+from balancer.control.movement_log import MovementLog
+from balancer.control.supervisor import Supervisor
 from balancer.errors import LBError, StoreUnavailable
-from balancer.health import HealthMonitor, health_check, wait_ready
+from balancer.http.accesslog import AccessLog
 from balancer.http.frontend import (
     Frontend,
     connection_limit,
@@ -44,20 +50,14 @@ from balancer.http.frontend import (
     retry_policy,
     timeouts,
 )
+from balancer.http.keysource import RawKeyExtractor, parse_key_sources
+from balancer.http.stats import TrafficStats
 from balancer.http.upstream import UpstreamPool
-from balancer.keysource import RawKeyExtractor, parse_key_sources
-from balancer.manager import ReplicaManager
-from balancer.membership import RingView, Snapshot
-from balancer.metrics import Liveness, TrafficCollector, metrics_handler
-from balancer.movement_log import MovementLog
-from balancer.openapi import routes as openapi_routes
-from balancer.routing_api import RoutingApi
-from balancer.runtime import ReplicaRuntime
-from balancer.stats import TrafficStats
-from balancer.store import Store
-from balancer.supervisor import Supervisor
-from balancer.ui import UiApi
-from balancer.workers import WorkerSet
+from balancer.http.workers import WorkerSet
+from balancer.runtimes.base import ReplicaRuntime
+from balancer.state.coordination import AdminRelay, Leadership, NoRelay, SoloLeadership
+from balancer.state.store import Store
+from balancer.state.view import RingView, Snapshot
 
 log = logging.getLogger(__name__)
 

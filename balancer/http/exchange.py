@@ -51,8 +51,8 @@ from urllib.parse import unquote_to_bytes
 from balancer.hashing import NoReplicasError, Ring
 from balancer.hashing.bounded import choose_bounded, load_cap
 from balancer.http.framing import DONE, HEAD, UNTIL_CLOSE, FramingError
+from balancer.http.stats import ReplicaStats
 from balancer.http.upstream import UpstreamConn, local_failure
-from balancer.stats import ReplicaStats
 from balancer.wire import no_endpoint_message
 
 if TYPE_CHECKING:

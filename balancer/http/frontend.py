@@ -18,13 +18,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from balancer.accesslog import AccessLog
+from balancer.http.accesslog import AccessLog
 from balancer.http.client import ClientConn, header_actions
+from balancer.http.keysource import RawKeyExtractor
 from balancer.http.outlier import EjectionPolicy, OutlierDetector
+from balancer.http.stats import TrafficStats
 from balancer.http.upstream import UpstreamPool
-from balancer.keysource import RawKeyExtractor
-from balancer.membership import RingView, Snapshot
-from balancer.stats import TrafficStats
+from balancer.state.view import RingView, Snapshot
 
 if TYPE_CHECKING:
     from balancer.config import Settings

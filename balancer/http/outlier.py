@@ -12,7 +12,7 @@ long while is not punished for its old record. At most ``floor(max_share × memb
 are ejected at once (a failure beyond that is still counted, and ejects as soon as room is
 made). Ejection is a routing preference, not a verdict: the data path skips an ejected replica
 like one it already tried and still uses it when every candidate is ejected; removing and
-replacing dead replicas remains the active health checker's job (``balancer.health``), whose
+replacing dead replicas remains the active health checker's job (``balancer.control.health``), whose
 DOWN verdicts are held here too (``hold_down``) until the replica is UP again.
 State is per balancer process and per ring member; ``retain`` forgets replicas that left.
 Pure: time comes from the injected ``clock`` (seconds, monotonic), nothing is scheduled.

@@ -1,5 +1,5 @@
 """What the admin API fuzz (``test_fuzz_admin.py``) is built from: the operations of the OpenAPI
-document (``balancer.openapi``), hypothesis strategies for the JSON Schema subset it uses,
+document (``balancer.api.openapi``), hypothesis strategies for the JSON Schema subset it uses,
 request bodies and query strings (valid, mutated, arbitrary), a keep-alive HTTP client for the
 fuzz thread, and the check that an answer conforms to the document.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs on the mirror
 from hypothesis import strategies as st
 
-from balancer.openapi import spec
+from balancer.api.openapi import spec
 
 JSON = dict[str, Any]
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -60,7 +60,7 @@ json_values = st.recursive(
 
 
 def from_schema(schema: JSON) -> st.SearchStrategy[Any]:
-    """Values valid against ``schema`` (the subset of JSON Schema ``balancer.openapi`` uses)."""
+    """Values valid against ``schema`` (the subset of JSON Schema ``balancer.api.openapi`` uses)."""
     if "$ref" in schema:
         if schema["$ref"].endswith("/Hostname"):  # names that exist now, too
             return st.sampled_from(KNOWN_NAMES[:5]) | from_schema(resolve(schema))

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from balancer.accesslog import AccessLog
+from balancer.http.accesslog import AccessLog
 from tests.conftest import BalancerFactory
 
 

@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from balancer.admin import AdminApi
+from balancer.api.admin import AdminApi
 from balancer.config import Settings, load_settings
-from balancer.coordination import AdminReply
 from balancer.errors import ConfigError
-from balancer.membership import RingView
-from balancer.stats import TrafficStats
-from balancer.store import InMemoryStore
+from balancer.http.stats import TrafficStats
+from balancer.state.coordination import AdminReply
+from balancer.state.store import InMemoryStore
+from balancer.state.view import RingView
 from balancer.wire import replicas_body
 from tests.conftest import Balancer, BalancerFactory
 from tests.support.runtime import InProcessRuntime

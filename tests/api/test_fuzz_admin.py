@@ -1,5 +1,5 @@
-"""The OpenAPI description of the admin API (``balancer.openapi``), kept honest, and the admin API
-fuzzed from it.
+"""The OpenAPI description of the admin API (``balancer.api.openapi``), kept honest, and the
+admin API fuzzed from it.
 
 The spec lists exactly the routes the admin app registers (worker-only ones aside) and every one
 of them reaches the admin app from the public port; its schemas accept what the server accepts
@@ -29,11 +29,11 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from balancer.admin import GUARDED
+from balancer.api.admin import GUARDED
+from balancer.api.openapi import HOSTNAME_PATTERN, INT_LIMITS, PATH, spec
 from balancer.http.request_head import ADMIN_PREFIXES, WORKER_ONLY, is_admin
 from balancer.names import is_valid_name
-from balancer.openapi import HOSTNAME_PATTERN, INT_LIMITS, PATH, spec
-from balancer.store import _INT_LIMITS
+from balancer.state.store import _INT_LIMITS
 from tests.api.openapi_fuzz import (
     CONTENT_TYPES,
     INITIAL_NAMES,

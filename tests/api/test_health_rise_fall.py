@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from balancer.config import Settings
+from balancer.control.health import HealthCheck, HealthMonitor, health_check, probe
 from balancer.hashing import RingSettings
-from balancer.health import HealthCheck, HealthMonitor, health_check, probe
-from balancer.membership import RingView
-from balancer.store import InMemoryStore, Replica
+from balancer.state.store import InMemoryStore, Replica
+from balancer.state.view import RingView
 from tests.conftest import BalancerFactory, eventually
 from tests.http.test_error_answers import answering_balancer
 

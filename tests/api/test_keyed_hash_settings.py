@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from balancer.admin import AdminApi
-from balancer.coordination import NoRelay
+from balancer.api.admin import AdminApi
 from balancer.hashing.hashes import DEFAULT_SEED
-from balancer.stats import TrafficStats
+from balancer.http.stats import TrafficStats
+from balancer.state.coordination import NoRelay
 from tests.conftest import Balancer
 
 SECRET = 0x0123456789ABCDEF_FEDCBA9876543210

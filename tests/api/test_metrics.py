@@ -15,14 +15,14 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from balancer.api.metrics import KeyspaceShares, Liveness, TrafficCollector
 from balancer.app import BalancerService
-from balancer.coordination import SoloLeadership
 from balancer.errors import StoreUnavailable
 from balancer.hashing import Member, RingSettings, build_ring
-from balancer.membership import RingView
-from balancer.metrics import KeyspaceShares, Liveness, TrafficCollector
-from balancer.stats import TrafficStats
-from balancer.store import InMemoryStore, Replica
+from balancer.http.stats import TrafficStats
+from balancer.state.coordination import SoloLeadership
+from balancer.state.store import InMemoryStore, Replica
+from balancer.state.view import RingView
 from tests.conftest import Balancer, BalancerFactory, eventually
 from tests.support.runtime import InProcessRuntime
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from balancer.control.movement_log import MovementLog
 from balancer.hashing import RingSettings
-from balancer.movement_log import MovementLog
-from balancer.store import InMemoryStore, Membership, Replica
+from balancer.state.store import InMemoryStore, Membership, Replica
 from tests.conftest import Balancer, eventually
 
 

@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from balancer.api.routing import RoutingApi
+from balancer.api.simulation import SimulationGate
 from balancer.hashing import RingSettings
-from balancer.membership import RingView
-from balancer.routing_api import RoutingApi
-from balancer.simulation import SimulationGate
-from balancer.store import InMemoryStore, Replica
+from balancer.state.store import InMemoryStore, Replica
+from balancer.state.view import RingView
 from tests.conftest import Balancer, BalancerFactory
 
 LOOPS = 4  # concurrent simulate loops, as in the issue
@@ -230,16 +230,16 @@ async def test_ring_drawings_are_computed_at_most_seven_times_per_ring(
     the GIL for rendezvous at 64 replicas), and its cache was cleared every 8 values, so loops
     over k cut proxied throughput from 822 to 14 req/s. k is now rounded up to a power of two
     in 64..4096: at most 7 computations per ring, whatever k a client sends."""
-    import balancer.ui
+    import balancer.api.ui
 
     computed: list[int] = []
-    real = balancer.ui.ring_arcs
+    real = balancer.api.ui.ring_arcs
 
     def counting(ring: Any, bins: int) -> Any:
         computed.append(bins)
         return real(ring, bins)
 
-    monkeypatch.setattr(balancer.ui, "ring_arcs", counting)
+    monkeypatch.setattr(balancer.api.ui, "ring_arcs", counting)
     lb = await make_balancer()
     for k in range(1, 4097, 37):
         async with lb.client.get("/lb/ring", params={"bins": str(k)}) as resp:

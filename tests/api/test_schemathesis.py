@@ -37,10 +37,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckContext, Response
 from schemathesis.config import SchemathesisConfig
 
+from balancer.api.openapi import spec
 from balancer.app import BalancerService
 from balancer.config import Settings
-from balancer.openapi import spec
-from balancer.store import InMemoryStore
+from balancer.state.store import InMemoryStore
 from balancer.wire import ADD_TOO_MANY_NAMES, RM_TOO_MANY_NAMES
 from tests.support.runtime import InProcessRuntime
 

@@ -57,7 +57,7 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from balancer.docker_runtime import LABEL_DEPLOYMENT, LABEL_NAME  # noqa: E402
+from balancer.runtimes.docker import LABEL_DEPLOYMENT, LABEL_NAME  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

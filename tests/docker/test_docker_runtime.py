@@ -18,7 +18,7 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from balancer.docker_runtime import LABEL_DEPLOYMENT, DockerRuntime  # noqa: E402
+from balancer.runtimes.docker import LABEL_DEPLOYMENT, DockerRuntime  # noqa: E402
 
 pytestmark = pytest.mark.docker
 IMAGE = "chlb-server:latest"

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from balancer.runtime import ReplicaHandle
+from balancer.runtimes.base import ReplicaHandle
 from tests.http.wire import Request, read_request
 
 # -- aiohttp echo replica ------------------------------------------------------------------

@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as redis
 
 from balancer.errors import StaleLeaderError
-from balancer.leader import LeaderElector
-from balancer.redis_store import RedisStore
-from balancer.store import Replica
+from balancer.state.redis_leadership import LeaderElector
+from balancer.state.redis_store import RedisStore
+from balancer.state.store import Replica
 from tests.support.shared_redis import shared_redis
 
 TTL_S = 0.6

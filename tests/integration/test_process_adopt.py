@@ -17,9 +17,9 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
-from balancer.health import probe, wait_ready
-from balancer.process_runtime import ProcessRuntime
-from balancer.runtime import ReplicaHandle
+from balancer.control.health import probe, wait_ready
+from balancer.runtimes.base import ReplicaHandle
+from balancer.runtimes.process import ProcessRuntime
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/self/stat"), reason="adoption checks the start time in /proc"

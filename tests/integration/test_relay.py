@@ -17,10 +17,10 @@ import fakeredis
 import pytest
 import redis.asyncio as redis
 
-from balancer import keys
-from balancer.coordination import AdminReply, ChangeHandler
 from balancer.errors import NotLeaderError, StoreUnavailable
-from balancer.redis_relay import RedisRelay
+from balancer.state import keys
+from balancer.state.coordination import AdminReply, ChangeHandler
+from balancer.state.redis_relay import RedisRelay
 from tests.support.ports import free_port
 from tests.support.shared_redis import shared_redis
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from balancer.process_runtime import ProcessRuntime
+from balancer.runtimes.process import ProcessRuntime
 from tests.support.balancer_process import BalancerProcess
 
 pytestmark = pytest.mark.skipif(

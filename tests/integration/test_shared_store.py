@@ -17,12 +17,12 @@ import fakeredis
 import pytest
 from redis.exceptions import RedisError
 
-from balancer import keys
 from balancer.errors import StaleLeaderError, StoreUnavailable
 from balancer.hashing import RingSettings
-from balancer.redis_store import RedisStore, redis_client
-from balancer.runtime import ReplicaHandle
-from balancer.store import InMemoryStore, Membership, Replica, Store
+from balancer.runtimes.base import ReplicaHandle
+from balancer.state import keys
+from balancer.state.redis_store import RedisStore, redis_client
+from balancer.state.store import InMemoryStore, Membership, Replica, Store
 from tests.support.ports import free_port
 from tests.support.shared_redis import shared_redis
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from balancer.runtime import ReplicaHandle
+from balancer.runtimes.base import ReplicaHandle
 from server.app import create_app as create_replica_app
 
 AppFactory = Callable[[str], web.Application]

@@ -220,7 +220,7 @@ def test_prometheus_scrapes_the_balancers_and_discovers_the_replicas() -> None:
     }
     assert "replica" in relabeled
     # The job label the discovery sets is the job's own name.
-    from balancer.discovery import JOB
+    from balancer.api.discovery import JOB
 
     assert JOB == "replicas"
 

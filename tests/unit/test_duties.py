@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from balancer.coordination import AdminReply, ChangeHandler
-from balancer.duties import LeaderDuties
+from balancer.control.duties import LeaderDuties
 from balancer.errors import StoreUnavailable
-from balancer.store import Membership
+from balancer.state.coordination import AdminReply, ChangeHandler
+from balancer.state.store import Membership
 from tests.conftest import eventually
 
 KNOWN = Membership(5, (), 3)  # what this instance routes on

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from balancer.admin_input import settings_change
+from balancer.api.admin_input import settings_change
 from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
 from balancer.hashing import RingSettings

@@ -16,15 +16,15 @@ from typing import Any
 import fakeredis
 import pytest
 
-from balancer import keys
 from balancer.backoff import Backoff
-from balancer.coordination import SoloLeadership
+from balancer.control.manager import ReplicaManager
+from balancer.control.supervisor import Supervisor
 from balancer.errors import NotLeaderError, StaleLeaderError
-from balancer.manager import ReplicaManager
-from balancer.redis_store import RedisStore
-from balancer.runtime import ReplicaHandle
-from balancer.store import InMemoryStore, Membership, Replica, Store
-from balancer.supervisor import Supervisor
+from balancer.runtimes.base import ReplicaHandle
+from balancer.state import keys
+from balancer.state.coordination import SoloLeadership
+from balancer.state.redis_store import RedisStore
+from balancer.state.store import InMemoryStore, Membership, Replica, Store
 from tests.conftest import eventually
 from tests.support.runtime import InProcessRuntime
 

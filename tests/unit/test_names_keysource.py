@@ -1,4 +1,4 @@
-"""Replica names (``balancer.names``) and routing-key sources (``balancer.keysource``)."""
+"""Replica names (``balancer.names``) and routing-key sources (``balancer.http.keysource``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from balancer.errors import ConfigError
-from balancer.keysource import KeySpec, RawKeyExtractor, parse_key_sources
+from balancer.http.keysource import KeySpec, RawKeyExtractor, parse_key_sources
 from balancer.names import generate_name, initial_names, is_valid_name, server_id
 
 # --- names -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
-from balancer.process_runtime import ProcessRuntime, replica_environment
+from balancer.runtimes.process import ProcessRuntime, replica_environment
 
 BALANCER_ENV = {
     "PATH": "/opt/venv/bin:/usr/bin",

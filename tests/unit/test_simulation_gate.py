@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from balancer.simulation import Busy, SimulationGate
+from balancer.api.simulation import Busy, SimulationGate
 
 
 class Work:

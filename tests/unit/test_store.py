@@ -9,8 +9,8 @@ import pytest
 
 from balancer.backoff import Backoff
 from balancer.hashing import Member
-from balancer.runtime import ReplicaHandle
-from balancer.store import InMemoryStore, Membership, Replica
+from balancer.runtimes.base import ReplicaHandle
+from balancer.state.store import InMemoryStore, Membership, Replica
 
 
 class FakeClock:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS, Member, RingSettings
 from balancer.hashing.hashes import SEED_BITS
-from balancer.runtime import ReplicaHandle
+from balancer.runtimes.base import ReplicaHandle
 
 Clock = Callable[[], float]
 

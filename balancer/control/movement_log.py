@@ -21,7 +21,7 @@ from typing import Any
 from balancer.errors import StoreUnavailable
 from balancer.hashing import RingSettings, build_ring
 from balancer.hashing.movement import ideal_share, moved_share
-from balancer.store import Membership, Store
+from balancer.state.store import Membership, Store
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from balancer.backoff import Backoff
+from balancer.control.manager import ReplicaManager
 from balancer.errors import LBError
-from balancer.manager import ReplicaManager
 from balancer.names import initial_names
-from balancer.store import Store
+from balancer.state.store import Store
 
 log = logging.getLogger(__name__)
 

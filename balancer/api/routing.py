@@ -9,7 +9,7 @@ Nothing here changes state or talks to the store.
 Every read here is cheap by construction, as it is open to anyone who reaches the port: a lookup
 costs what routing one request costs (``count`` is at most ``MAX_CANDIDATES``); a simulation
 takes at most ``max_replicas`` members after the change and list items, is refused (400) when
-the rings would be too costly to compare (``balancer.simulation``), and goes through a
+the rings would be too costly to compare (``balancer.api.simulation``), and goes through a
 ``SimulationGate``: answers cached per (ring, resulting member set), one computation per
 question and one at a time, at most a tenth of the process's time; a caller that gets no turn
 within two seconds is answered 503 with ``Retry-After``.
@@ -25,14 +25,14 @@ from typing import Any
 
 from aiohttp import web
 
-from balancer.admin import public_settings
-from balancer.admin_input import MAX_WEIGHT, ring_cost_error
+from balancer.api.admin import public_settings
+from balancer.api.admin_input import MAX_WEIGHT, ring_cost_error
+from balancer.api.simulation import Busy, Clock, SimulationGate, measure, simulation_cost_error
 from balancer.errors import RequestError
 from balancer.hashing import Member, NoReplicasError
 from balancer.hashing.movement import ideal_share
-from balancer.membership import RingView, Snapshot
 from balancer.names import server_id
-from balancer.simulation import Busy, Clock, SimulationGate, measure, simulation_cost_error
+from balancer.state.view import RingView, Snapshot
 from balancer.wire import CONTENT_TYPE, error_body, message_body
 
 MAX_CANDIDATES = 16

@@ -37,7 +37,7 @@ from typing import Generic, TypeVar
 from balancer.hashing import Member, RingSettings, build_ring, next_state
 from balancer.hashing.hrw_movement import expected_moved_share
 from balancer.hashing.movement import moved_share
-from balancer.membership import Snapshot
+from balancer.state.view import Snapshot
 
 CACHE_SIZE = 64
 CPU_SHARE = 0.1  # of the process's time, at most, spent computing simulations

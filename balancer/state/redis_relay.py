@@ -19,10 +19,10 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from balancer import keys
-from balancer.coordination import AdminReply, ChangeHandler
 from balancer.errors import NotLeaderError
-from balancer.redis_store import unavailable
+from balancer.state import keys
+from balancer.state.coordination import AdminReply, ChangeHandler
+from balancer.state.redis_store import unavailable
 
 log = logging.getLogger(__name__)
 

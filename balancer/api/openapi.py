@@ -19,20 +19,20 @@ from typing import Any
 
 from aiohttp import web
 
-from balancer.admin import ADMIN_TOKEN_SET, GUARDED
-from balancer.admin_input import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_WEIGHT
+from balancer.api.admin import ADMIN_TOKEN_SET, GUARDED
+from balancer.api.admin_input import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_WEIGHT
+from balancer.api.routing import MAX_CANDIDATES, MAX_SIMULATED_ADDS
+from balancer.api.ui import MAX_BINS
+from balancer.control.movement_log import KEEP_EVENTS
 from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS, RingSettings
 from balancer.hashing.arcs import DEFAULT_BINS
-from balancer.movement_log import KEEP_EVENTS
-from balancer.routing_api import MAX_CANDIDATES, MAX_SIMULATED_ADDS
-from balancer.ui import MAX_BINS
 from balancer.wire import ADD_TOO_MANY_NAMES, CONTENT_TYPE, RM_TOO_MANY_NAMES
 
 PATH = "/lb/openapi.json"
 # balancer.names' rule. The end is "(?![\s\S])", not "$": in Python's re (the jsonschema package,
 # hypothesis' from_regex) "$" also matches before a final newline, and "S5\n" is no hostname.
 HOSTNAME_PATTERN = r"^(Server )?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(?![\s\S])"
-# RingSettings fields with integer limits (balancer.store.settings_from_json enforces them).
+# RingSettings fields with integer limits (balancer.state.store.settings_from_json enforces them).
 INT_LIMITS = {"points_per_weight": (1, 10_000), "slots": (1, 1 << 20), "vnodes": (1, 1 << 20)}
 MAX_SEED = 2**128 - 1  # siphash's key; the other hashes take seeds below 2**64
 

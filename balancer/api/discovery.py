@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from balancer.membership import RingView
 from balancer.names import server_id
+from balancer.state.view import RingView
 
 JOB = "replicas"
 

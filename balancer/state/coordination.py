@@ -81,7 +81,7 @@ class AdminReply:
 
 
 # (op, arguments) → the answer; ops and their JSON arguments are the admin API's
-# (``balancer.admin.AdminApi.apply``), e.g. ("add", {"n": 2, "hostnames": []}).
+# (``balancer.api.admin.AdminApi.apply``), e.g. ("add", {"n": 2, "hostnames": []}).
 ChangeHandler = Callable[[str, dict[str, Any]], Awaitable[AdminReply]]
 
 

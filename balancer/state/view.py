@@ -22,7 +22,7 @@ import xxhash
 
 from balancer.errors import StoreUnavailable
 from balancer.hashing import Ring, RingSettings, build_ring
-from balancer.store import Membership, MembershipSource
+from balancer.state.store import Membership, MembershipSource
 
 log = logging.getLogger(__name__)
 

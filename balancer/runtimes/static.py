@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from balancer.errors import RuntimeFailure
-from balancer.runtime import ReplicaHandle
+from balancer.runtimes.base import ReplicaHandle
 
 
 class StaticRuntime:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from balancer import keys
+from balancer.state import keys
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from balancer.coordination import Leadership, SoloLeadership
 from balancer.errors import (
     ConflictError,
     NotLeaderError,
@@ -28,8 +27,9 @@ from balancer.errors import (
 )
 from balancer.hashing import RingSettings, next_state
 from balancer.names import generate_name, server_id
-from balancer.runtime import ReplicaHandle, ReplicaRuntime
-from balancer.store import Membership, Replica, Store
+from balancer.runtimes.base import ReplicaHandle, ReplicaRuntime
+from balancer.state.coordination import Leadership, SoloLeadership
+from balancer.state.store import Membership, Replica, Store
 
 log = logging.getLogger(__name__)
 

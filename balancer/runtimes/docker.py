@@ -24,7 +24,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 
 from balancer.errors import RuntimeFailure
-from balancer.runtime import ReplicaHandle
+from balancer.runtimes.base import ReplicaHandle
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from yarl import URL
 
 from balancer.errors import SpawnTimeout, StoreUnavailable
 from balancer.http.upstream import local_failure
-from balancer.membership import RingView
-from balancer.store import Store
+from balancer.state.store import Store
+from balancer.state.view import RingView
 
 if TYPE_CHECKING:
     from balancer.config import Settings

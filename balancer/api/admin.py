@@ -4,7 +4,7 @@ each moved), ``PUT /lb/settings`` (routing settings of every
 instance) and ``PUT /lb/weight`` (one replica's weight; 0 drains it).
 
 Owns the handlers and the mapping of errors to responses (what a body may carry is
-``balancer.admin_input``). Every rejected request changes nothing and answers 4xx
+``balancer.api.admin_input``). Every rejected request changes nothing and answers 4xx
 ``{"message": "<Error> …", "status": "failure"}``: 400 for a bad value (the two errors the
 contract fixes use its exact strings), 413 for a body over 64 KiB, 401 for a change without the
 admin token (only when one is configured), and, through ``middleware``, 404/405 for an unknown
@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from balancer.admin_input import (
+from balancer.api.admin_input import (
     MAX_WEIGHT,
     BodyTooLarge,
     json_object,
@@ -36,7 +36,8 @@ from balancer.admin_input import (
     settings_change,
     shown,
 )
-from balancer.coordination import AdminRelay, AdminReply, Leadership
+from balancer.control.manager import ReplicaManager
+from balancer.control.movement_log import KEEP_EVENTS
 from balancer.errors import (
     ConflictError,
     NotLeaderError,
@@ -47,13 +48,12 @@ from balancer.errors import (
 )
 from balancer.hashing import RingSettings
 from balancer.hashing.hashes import KEYED_HASHES
-from balancer.manager import ReplicaManager
-from balancer.membership import RingView
-from balancer.movement_log import KEEP_EVENTS
+from balancer.http.stats import TrafficStats
 from balancer.names import is_valid_name, server_id
-from balancer.runtime import ReplicaRuntime
-from balancer.stats import TrafficStats
-from balancer.store import Membership, Store, membership_json
+from balancer.runtimes.base import ReplicaRuntime
+from balancer.state.coordination import AdminRelay, AdminReply, Leadership
+from balancer.state.store import Membership, Store, membership_json
+from balancer.state.view import RingView
 from balancer.wire import (
     ADD_TOO_MANY_NAMES,
     CONTENT_TYPE,

@@ -32,7 +32,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from balancer.errors import RuntimeFailure
-from balancer.runtime import ReplicaHandle
+from balancer.runtimes.base import ReplicaHandle
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from balancer import keys
 from balancer.errors import StaleLeaderError, StoreUnavailable
 from balancer.hashing import RingSettings
-from balancer.runtime import ReplicaHandle
-from balancer.store import Membership, Replica, membership_from_json, membership_json
+from balancer.runtimes.base import ReplicaHandle
+from balancer.state import keys
+from balancer.state.store import Membership, Replica, membership_from_json, membership_json
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from importlib import resources
 from aiohttp import web
 
 from balancer.hashing.arcs import DEFAULT_BINS, RingArcs, ring_arcs
-from balancer.membership import RingView, Snapshot
-from balancer.stats import TrafficStats, merged
+from balancer.http.stats import TrafficStats, merged
+from balancer.state.view import RingView, Snapshot
 from balancer.wire import CONTENT_TYPE, error_body, message_body
 
 MAX_BINS = 4096
@@ -36,7 +36,7 @@ _DIGITS = 7  # fractions are rounded for the wire: 1e-7 of a turn is far below a
 @functools.cache
 def page() -> bytes:
     """The page's HTML, a package resource."""
-    return resources.files("balancer").joinpath("ui_page.html").read_bytes()
+    return resources.files("balancer.api").joinpath("ui_page.html").read_bytes()
 
 
 class UiApi:

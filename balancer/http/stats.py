@@ -1,7 +1,7 @@
 """Per-replica traffic counters, cheap enough to update on every request.
 
 Owns ``ReplicaStats`` and ``TrafficStats``: plain Python integers and floats updated in place on
-the data path; ``balancer.metrics`` turns them into Prometheus samples only when scraped, so a
+the data path; ``balancer.api.metrics`` turns them into Prometheus samples only when scraped, so a
 request costs a few attribute increments instead of labelled metric calls.
 Must not import: asyncio, aiohttp, prometheus_client, redis, docker.
 """

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from balancer.accesslog import AccessLog
 from balancer.config import Settings
+from balancer.http.accesslog import AccessLog
 from balancer.http.frontend import (
     Frontend,
     connection_limit,
@@ -31,11 +31,11 @@ from balancer.http.frontend import (
     retry_policy,
     timeouts,
 )
+from balancer.http.keysource import RawKeyExtractor, parse_key_sources
+from balancer.http.stats import TrafficStats, stats_snapshot
 from balancer.http.upstream import UpstreamPool
-from balancer.keysource import RawKeyExtractor, parse_key_sources
-from balancer.membership import RingView
-from balancer.stats import TrafficStats, stats_snapshot
-from balancer.store import Membership, membership_from_json
+from balancer.state.store import Membership, membership_from_json
+from balancer.state.view import RingView
 
 log = logging.getLogger(__name__)
 

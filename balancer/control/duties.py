@@ -14,12 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from balancer.coordination import AdminRelay, ChangeHandler, Leadership
+from balancer.control.health import HealthMonitor
+from balancer.control.manager import ReplicaManager
+from balancer.control.supervisor import Supervisor
 from balancer.errors import LBError
-from balancer.health import HealthMonitor
-from balancer.manager import ReplicaManager
-from balancer.store import Membership
-from balancer.supervisor import Supervisor
+from balancer.state.coordination import AdminRelay, ChangeHandler, Leadership
+from balancer.state.store import Membership
 
 log = logging.getLogger(__name__)
 

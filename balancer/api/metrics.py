@@ -51,15 +51,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from balancer.coordination import Leadership, SoloLeadership
+from balancer.control.health import HealthMonitor
+from balancer.control.movement_log import MovementLog
 from balancer.errors import StoreUnavailable
 from balancer.hashing import Ring
 from balancer.hashing.arcs import shares
-from balancer.health import HealthMonitor
-from balancer.membership import RingView, Snapshot
-from balancer.movement_log import MovementLog
-from balancer.stats import LATENCY_BUCKETS_S, TrafficStats, merged
-from balancer.store import Store
+from balancer.http.stats import LATENCY_BUCKETS_S, TrafficStats, merged
+from balancer.state.coordination import Leadership, SoloLeadership
+from balancer.state.store import Store
+from balancer.state.view import RingView, Snapshot
 
 log = logging.getLogger(__name__)
 

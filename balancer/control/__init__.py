@@ -1,0 +1,1 @@
+"""The control plane: membership changes, health checks and the leader's reconciliation."""
