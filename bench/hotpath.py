@@ -16,11 +16,11 @@ import uvloop
 from balancer.config import Settings
 from balancer.http.client import ClientConn
 from balancer.http.frontend import Frontend
+from balancer.http.keysource import RawKeyExtractor, parse_key_sources
+from balancer.http.stats import TrafficStats
 from balancer.http.upstream import UpstreamConn, UpstreamPool
-from balancer.keysource import RawKeyExtractor, parse_key_sources
-from balancer.membership import RingView
-from balancer.stats import TrafficStats
-from balancer.store import InMemoryStore, Replica
+from balancer.state.store import InMemoryStore, Replica
+from balancer.state.view import RingView
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 21:00:00 GMT\r\n"
