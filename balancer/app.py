@@ -40,7 +40,8 @@ from balancer.control.duties import LeaderDuties
 from balancer.control.health import HealthMonitor, health_check, wait_ready
 from balancer.control.manager import ReplicaManager
 from balancer.control.movement_log import MovementLog
-from balancer.control.supervisor import Supervisor
+from balancer.control.plan import Policy
+from balancer.control.reconciler import Reconciler
 from balancer.errors import LBError, StoreUnavailable
 from balancer.http.accesslog import AccessLog
 from balancer.http.frontend import (
@@ -216,44 +217,33 @@ class BalancerService:
             on_commit=self.movement.committed,
         )
 
-    async def _is_running(self, name: str) -> bool:
-        """Whether the runtime still runs a replica (its process or container exists)."""
-        return any(h.name == name for h in await self.runtime.list())
-
     def _duties(
         self, manager: ReplicaManager, probe_session: aiohttp.ClientSession, admin: AdminApi
     ) -> LeaderDuties:
         s = self.settings
-        supervisor = Supervisor(
+        reconciler = Reconciler(
+            Policy(s.replicas, s.replace_after_s),
             manager,
             self.store,
-            replace_after_s=s.replace_after_s,
-            is_running=self._is_running,
+            self.runtime,
+            known=lambda: self.view.current.membership,
+            down=lambda: monitor.down_since,
         )
         monitor = HealthMonitor(
             self.store,
             self.view,
             probe_session,
-            supervisor.on_dead,
             interval_s=s.heartbeat_interval_s,
             timeout_s=s.heartbeat_timeout_s,
             fails=s.heartbeat_fails,
             rise=s.heartbeat_rise,
             jitter=s.heartbeat_jitter,
-            on_up=supervisor.on_up,
             check=health_check(s),
+            on_change=reconciler.wake,
         )
+        self.view.listeners.append(lambda _old, _new: reconciler.wake())
         self.liveness.monitor = monitor
-        return LeaderDuties(
-            self.leadership,
-            manager,
-            supervisor,
-            monitor,
-            self.relay,
-            admin.apply,
-            replicas=s.replicas,
-            known=lambda: self.view.current.membership,
-        )
+        return LeaderDuties(self.leadership, reconciler, monitor, self.relay, admin.apply)
 
     async def _serve_admin(self, admin: AdminApi) -> str:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[admin.middleware])

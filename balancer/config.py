@@ -3,8 +3,8 @@
 Owns ``Settings`` (frozen) and ``load_settings``. Precedence, lowest first: field defaults, the
 file named by ``--config``/``LB_CONFIG``, environment ``LB_<FIELD>``, flags ``--<field>``
 (underscores become dashes). Only ``__main__`` calls ``load_settings`` with the real env/argv.
-Must not import: asyncio, aiohttp, redis, docker, or project modules other than the pure
-``balancer.hashing`` (for its option names).
+Must not import: asyncio, aiohttp, redis, docker (nor anything that imports them at module
+level: settings are parsed before anything starts).
 """
 
 from __future__ import annotations

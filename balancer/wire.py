@@ -1,4 +1,4 @@
-"""The wire contract's response bodies, byte for byte (see ``SPEC.md``).
+"""The wire contract's response bodies, byte for byte (the README's "Using it" section lists them).
 
 Owns every JSON body and error string a client of the contract sees. Pure: builds bytes only.
 Must not import: aiohttp, redis, docker or other project modules.

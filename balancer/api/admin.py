@@ -12,7 +12,8 @@ path or method. Every instance answers every
 endpoint: a change that reaches a follower is authenticated there, then handed to the leader
 through the relay and the leader's answer is replayed. When the shared store is unreachable,
 reads answer from the ring this instance routes on and changes answer 503.
-Must not import: redis, docker, ``balancer.proxy``.
+Must not import: redis, docker, ``balancer.http.frontend`` (the data path forwards admin
+paths here; it is never called from here).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The leader's work, done for exactly as long as this instance leads.
 
-Owns ``LeaderDuties``. When a term begins: write the ring back if the store lost its data, adopt
-the replicas earlier leaders started, boot the initial replicas if no leader has yet; then run
-the health monitor, the supervisor, the admin relay (changes handed over by followers) and the
-store guard (restores lost data, stops stray replicas) until the lease is lost, which cancels
-all of them at once. A single instance (``SoloLeadership``) holds one term forever.
+Owns ``LeaderDuties``. During a term it runs three tasks: the health monitor (probes the
+members), the reconciler (adopts, boots, restores, replaces: ``balancer.control.reconciler``) and
+the admin relay (changes handed over by followers), until the lease is lost, which cancels all of
+them at once. The instance is ``ready`` once it follows, or once its first term's reconciler got
+past adoption and boot. A single instance (``SoloLeadership``) holds one term forever.
 Must not import: redis, aiohttp, docker.
 """
 
@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from balancer.control.health import HealthMonitor
-from balancer.control.manager import ReplicaManager
-from balancer.control.supervisor import Supervisor
-from balancer.errors import LBError
+from balancer.control.reconciler import Reconciler
 from balancer.state.coordination import AdminRelay, ChangeHandler, Leadership
-from balancer.state.store import Membership
 
 log = logging.getLogger(__name__)
 
 _RETRY_TERM_S = 1.0
-_GUARD_EVERY_S = 1.0
-_STRAYS_EVERY = 10
 
 
 class LeaderDuties:
@@ -34,24 +28,17 @@ class LeaderDuties:
     def __init__(
         self,
         leadership: Leadership,
-        manager: ReplicaManager,
-        supervisor: Supervisor,
+        reconciler: Reconciler,
         monitor: HealthMonitor,
         relay: AdminRelay,
         handle_change: ChangeHandler,
-        *,
-        replicas: int,
-        known: Callable[[], Membership],
     ) -> None:
         self._leadership = leadership
-        self._manager = manager
-        self._supervisor = supervisor
+        self._reconciler = reconciler
         self._monitor = monitor
         self._relay = relay
         self._handle_change = handle_change
-        self._replicas = replicas
-        self._known = known  # the membership this instance routes on
-        self.ready = asyncio.Event()  # the first term booted its replicas, or we follow
+        self.ready = asyncio.Event()  # the first term got past adoption and boot, or we follow
         self.terms = 0
 
     async def run(self) -> None:
@@ -84,29 +71,9 @@ class LeaderDuties:
         return True
 
     async def _term(self) -> None:
-        await self._manager.restore(self._known())
-        adopted, stopped = await self._manager.adopt()
-        stopped += len(await self._manager.remove_strays())
-        if adopted or stopped:
-            log.info("adopted %d running replicas, stopped %d strays", adopted, stopped)
-        await self._supervisor.bootstrap(self._replicas)
-        self.ready.set()
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._reconciler.run(), name="reconciler")
             group.create_task(self._monitor.run(), name="health monitor")
-            group.create_task(self._supervisor.run(), name="supervisor")
             group.create_task(self._relay.serve(self._handle_change), name="admin relay")
-            group.create_task(self._guard(), name="store guard")
-
-    async def _guard(self) -> None:
-        """Write the ring back whenever the store loses its data (e.g. Redis restarted empty),
-        and every ``_STRAYS_EVERY`` rounds stop running replicas that are not members."""
-        rounds = 0
-        while True:
-            await asyncio.sleep(_GUARD_EVERY_S)
-            rounds += 1
-            try:
-                await self._manager.restore(self._known())
-                if rounds % _STRAYS_EVERY == 0:
-                    await self._manager.remove_strays()
-            except LBError as exc:
-                log.warning("store guard: %s", exc)
+            await self._reconciler.ready.wait()
+            self.ready.set()

@@ -6,11 +6,11 @@ exercises what requests need, HAProxy's ``option httpchk`` with ``http-check exp
 ``probe``, ``wait_ready`` and ``HealthMonitor``, with HAProxy's rise/fall semantics: a
 replica is UP until ``fall`` consecutive probes fail, then DOWN until ``rise`` consecutive probes
 pass. While UP, a passed probe writes its liveness to the store with a TTL long enough to survive
-``fall - 1`` missed probes; going DOWN drops the liveness at once and reports the replica
-(every round while it stays DOWN, so a report lost to a store outage is repeated), so detection
-takes about ``fall × interval`` seconds rather than a TTL plus a poll. Coming back UP writes the
-liveness again and reports that too (the supervisor then keeps the replica instead of replacing
-it). Rounds are spaced by ``interval × (1 ± jitter)``.
+``fall - 1`` missed probes; going DOWN drops the liveness at once and records when
+(``down_since``), so detection takes about ``fall × interval`` seconds rather than a TTL plus a
+poll. Coming back UP writes the liveness again. Either change wakes the leader's reconciler
+(``on_change``), which reads ``down_since`` and decides; the monitor decides nothing itself.
+Rounds are spaced by ``interval × (1 ± jitter)``.
 Must not import: redis, docker.
 """
 
@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OnDead = Callable[[str], Awaitable[None]]
-OnUp = Callable[[str], Awaitable[None]]
+OnChange = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -107,14 +106,13 @@ class HealthMonitor:
         store: Store,
         view: RingView,
         session: aiohttp.ClientSession,
-        on_dead: OnDead,
         *,
         interval_s: float,
         timeout_s: float,
         fails: int,
         rise: int = 1,
         jitter: float = 0.0,
-        on_up: OnUp | None = None,
+        on_change: OnChange | None = None,
         rng: random.Random | None = None,
         check: HealthCheck = HEARTBEAT,
     ) -> None:
@@ -122,8 +120,7 @@ class HealthMonitor:
         self._store = store
         self._view = view
         self._session = session
-        self._on_dead = on_dead
-        self._on_up = on_up
+        self._on_change = on_change
         self._interval_s = interval_s
         self._timeout_s = min(timeout_s, interval_s)
         self._fails = fails
@@ -134,7 +131,7 @@ class HealthMonitor:
         self.ttl_s = interval_s * (1 + jitter) * fails + self._timeout_s
         self.failures: dict[str, int] = {}  # consecutive failed probes
         self.passes: dict[str, int] = {}  # consecutive passed probes of a DOWN replica
-        self.down: set[str] = set()
+        self.down_since: dict[str, float] = {}  # DOWN members → time.monotonic() it went DOWN
         # name → time.monotonic() of its last passed probe in the current term (for metrics)
         self.passed_at: dict[str, float] = {}
 
@@ -164,7 +161,7 @@ class HealthMonitor:
         liveness key in the store says too. None until one of its probes passed this term."""
         if name not in self.passed_at:
             return None
-        return name not in self.down
+        return name not in self.down_since
 
     async def check_once(self) -> None:
         """Probe every current member once, concurrently, and act on the results."""
@@ -176,7 +173,7 @@ class HealthMonitor:
         for gone in set(self.failures) - set(names):  # no longer a member: forget its history
             self.failures.pop(gone, None)
             self.passes.pop(gone, None)
-            self.down.discard(gone)
+            self.down_since.pop(gone, None)
         for name in set(self.passed_at) - set(names):
             del self.passed_at[name]
         for name, ok in zip(names, results, strict=True):
@@ -185,21 +182,20 @@ class HealthMonitor:
     async def _record(self, name: str, ok: bool | None) -> None:
         if ok is None:  # the balancer is out of descriptors: it must not conclude anything
             log.warning("health check of %s not run: the balancer is out of resources", name)
-            if name not in self.down and name in self.passed_at:
+            if name not in self.down_since and name in self.passed_at:
                 await self._store.mark_alive(name, self.ttl_s)  # as it was: UP
             return
         if ok:
             self.failures[name] = 0
             self.passed_at[name] = time.monotonic()
-            if name in self.down:
+            if name in self.down_since:
                 self.passes[name] = self.passes.get(name, 0) + 1
                 if self.passes[name] < self._rise:
                     return
-                self.down.discard(name)
+                del self.down_since[name]
                 log.warning("replica %s is UP again after %d passed probes", name, self._rise)
                 await self._store.mark_alive(name, self.ttl_s)
-                if self._on_up is not None:
-                    await self._on_up(name)
+                self._changed()
                 return
             await self._store.mark_alive(name, self.ttl_s)
             return
@@ -207,7 +203,12 @@ class HealthMonitor:
         count = self.failures.get(name, 0) + 1
         self.failures[name] = count
         log.warning("health check of %s failed (%d/%d)", name, count, self._fails)
-        if count >= self._fails:  # repeated while it stays DOWN; the supervisor dedups
-            self.down.add(name)
-            await self._store.mark_dead(name)
-            await self._on_dead(name)
+        if count >= self._fails:
+            if name not in self.down_since:
+                self.down_since[name] = time.monotonic()
+                self._changed()  # before the store write: the reconciler need not wait for it
+            await self._store.mark_dead(name)  # every round while DOWN: a lost write is redone
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
 from balancer.errors import (
     ConflictError,
@@ -181,45 +181,18 @@ class ReplicaManager:
                 ),
             )
 
-    async def adopt(self) -> tuple[int, int]:
-        """Take charge of the replicas earlier leaders started (called when a term begins).
-
-        A recorded replica that is a member is adopted; one that is not (its leader died
-        between starting it and committing it) is stopped. A record whose replica is gone is
-        dropped; if it was a member, the health checks find it dead and replace it.
+    async def stop_strays(self, names: Collection[str]) -> list[str]:
+        """Stop the replicas among ``names`` that are not members (a leader died between starting
+        one and committing it, or someone started one behind our back). Checked under the lock
+        against the latest membership, so a replica an ``add`` has just committed is kept.
 
         Returns:
-            (adopted, stopped).
+            The names stopped.
         """
         async with self._lock:
             self._require_leader()
-            membership = await self._store.membership()
-            members = set(membership.names)
-            records = {h.name: h for h in await self._store.handles()}
-            for r in membership.replicas:  # members whose record was lost with the store's data
-                if r.name not in records and (r.pid is not None or r.ident):
-                    records[r.name] = ReplicaHandle(
-                        r.name, server_id(r.name), r.address, r.pid, r.ident
-                    )
-            adopted = stopped = 0
-            for handle in records.values():
-                if not await self._runtime.adopt(handle):
-                    await self._store.drop_handle(handle.name)
-                elif handle.name in members:
-                    adopted += 1
-                else:
-                    log.warning("stopping replica %s: started but never joined", handle.name)
-                    await self._stop_all([handle.name], force=True)
-                    stopped += 1
-            return adopted, stopped
-
-    async def remove_strays(self) -> list[str]:
-        """Stop running replicas that are not members (a leader died between starting one and
-        committing it, or someone started one behind our back). Returns their names."""
-        async with self._lock:
-            self._require_leader()
             members = set((await self._store.membership()).names)
-            strays = [h.name for h in await self._runtime.list() if h.name not in members]
+            strays = [name for name in names if name not in members]
             if strays:
                 log.warning("stopping replicas that are not members: %s", ", ".join(strays))
                 await self._stop_all(strays, force=True)

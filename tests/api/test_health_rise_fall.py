@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestServer
 from balancer.config import Settings
 from balancer.control.health import HealthCheck, HealthMonitor, health_check, probe
 from balancer.hashing import RingSettings
-from balancer.state.store import InMemoryStore, Replica
+from balancer.state.memory import InMemoryStore
+from balancer.state.store import Replica
 from balancer.state.view import RingView
 from tests.conftest import BalancerFactory, eventually
 from tests.http.test_error_answers import answering_balancer
@@ -64,23 +65,19 @@ async def test_fall_then_rise(flaky: tuple[Flaky, str]) -> None:
     await view.refresh()
     events: list[str] = []
 
-    async def on_dead(name: str) -> None:
-        events.append(f"dead {name}")
-
-    async def on_up(name: str) -> None:
-        events.append(f"up {name}")
+    def on_change() -> None:  # the reconciler's wake-up: it reads down_since
+        events.append("dead r" if "r" in monitor.down_since else "up r")
 
     async with aiohttp.ClientSession() as session:
         monitor = HealthMonitor(
             store,
             view,
             session,
-            on_dead,
             interval_s=0.1,
             timeout_s=0.5,
             fails=2,
             rise=3,
-            on_up=on_up,
+            on_change=on_change,
         )
         await monitor.check_once()
         assert await store.alive() == {"r"} and events == []
@@ -108,8 +105,7 @@ async def test_fall_then_rise(flaky: tuple[Flaky, str]) -> None:
 def test_probe_intervals_are_jittered_within_bounds() -> None:
     monitor = HealthMonitor(
         InMemoryStore(),
-        None,
-        None,
+        None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         interval_s=1.0,
         timeout_s=0.5,
@@ -122,8 +118,7 @@ def test_probe_intervals_are_jittered_within_bounds() -> None:
     assert len({round(g, 6) for g in gaps}) > 900
     steady = HealthMonitor(
         InMemoryStore(),
-        None,
-        None,
+        None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         interval_s=1.0,
         timeout_s=0.5,
@@ -140,11 +135,18 @@ async def _monitor_of_one(
     view = RingView(store, RingSettings())
     await view.refresh()
 
-    async def on_dead(name: str) -> None:
-        events.append(f"dead {name}")
+    def on_change() -> None:
+        events.append("dead r" if "r" in monitor.down_since else "up r")
 
     monitor = HealthMonitor(
-        store, view, session, on_dead, interval_s=0.1, timeout_s=0.5, fails=2, check=check
+        store,
+        view,
+        session,
+        interval_s=0.1,
+        timeout_s=0.5,
+        fails=2,
+        check=check,
+        on_change=on_change,
     )
     return monitor, store
 
@@ -235,14 +237,17 @@ async def test_a_balancer_out_of_descriptors_concludes_nothing(replica_process: 
     await store.commit([Replica("r", 1, address)], expected_epoch=0, target=1)
     view = RingView(store, RingSettings())
     await view.refresh()
-    dead: list[str] = []
-
-    async def on_dead(name: str) -> None:
-        dead.append(name)
+    changes: list[str] = []
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         monitor = HealthMonitor(
-            store, view, session, on_dead, interval_s=0.1, timeout_s=0.5, fails=1
+            store,
+            view,
+            session,
+            interval_s=0.1,
+            timeout_s=0.5,
+            fails=1,
+            on_change=lambda: changes.append("changed"),
         )
         await monitor.check_once()
         assert await store.alive() == {"r"}
@@ -256,7 +261,7 @@ async def test_a_balancer_out_of_descriptors_concludes_nothing(replica_process: 
                 await monitor.check_once()
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        assert dead == [] and monitor.alive("r") is True
+        assert changes == [] and monitor.down_since == {} and monitor.alive("r") is True
         assert await store.alive() == {"r"}
         await monitor.check_once()  # descriptors back: probes work again
         assert monitor.alive("r") is True

@@ -1,7 +1,7 @@
 """``LeaderDuties``: the leader's tasks run for exactly as long as the lease is held.
 
-The leadership is a fake whose election and loss the test triggers; the manager, supervisor,
-health monitor and relay are small fakes with the same method names that record what ran.
+The leadership is a fake whose election and loss the test triggers; the reconciler, health
+monitor and relay are small fakes with the same method names that count their starts and stops.
 """
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ from typing import Any
 import pytest
 
 from balancer.control.duties import LeaderDuties
-from balancer.errors import StoreUnavailable
 from balancer.state.coordination import AdminReply, ChangeHandler
-from balancer.state.store import Membership
 from tests.conftest import eventually
-
-KNOWN = Membership(5, (), 3)  # what this instance routes on
 
 
 class ControlledLeadership:
@@ -92,42 +88,25 @@ class Service:
             self.stopped_at = time.monotonic()
 
 
-class FakeManager:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.adopt_gate: asyncio.Event | None = None
-        self.adopt_errors: list[Exception] = []
+class FakeReconciler(Service):
+    """Gets ``ready`` once ``gate`` opens (its first round got past adoption and boot)."""
 
-    async def restore(self, known: Membership) -> bool:
-        self.log.append(f"restore {known.epoch}")
-        return False
-
-    async def adopt(self) -> tuple[int, int]:
-        self.log.append("adopt")
-        if self.adopt_gate is not None:
-            await self.adopt_gate.wait()
-        if self.adopt_errors:
-            raise self.adopt_errors.pop(0)
-        return 2, 1
-
-    async def remove_strays(self) -> list[str]:
-        self.log.append("remove_strays")
-        return []
-
-
-class FakeSupervisor(Service):
-    def __init__(self, log: list[str]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.log = log
-        self.bootstrap_gate: asyncio.Event | None = None
-
-    async def bootstrap(self, count: int) -> None:
-        self.log.append(f"bootstrap {count}")
-        if self.bootstrap_gate is not None:
-            await self.bootstrap_gate.wait()
+        self.ready = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.gate.set()
 
     async def run(self) -> None:
-        await self.loop()
+        ready = asyncio.create_task(self._ready_after_gate())
+        try:
+            await self.loop()
+        finally:
+            ready.cancel()
+
+    async def _ready_after_gate(self) -> None:
+        await self.gate.wait()
+        self.ready.set()
 
 
 class FakeMonitor(Service):
@@ -154,26 +133,21 @@ async def handle_change(op: str, args: dict[str, Any]) -> AdminReply:
 
 class Rig:
     def __init__(self) -> None:
-        self.log: list[str] = []
         self.leadership = ControlledLeadership()
-        self.manager = FakeManager(self.log)
-        self.supervisor = FakeSupervisor(self.log)
+        self.reconciler = FakeReconciler()
         self.monitor = FakeMonitor()
         self.relay = FakeRelay()
         self.duties = LeaderDuties(
             self.leadership,
-            self.manager,  # type: ignore[arg-type]
-            self.supervisor,  # type: ignore[arg-type]
+            self.reconciler,  # type: ignore[arg-type]
             self.monitor,  # type: ignore[arg-type]
             self.relay,
             handle_change,
-            replicas=3,
-            known=lambda: KNOWN,
         )
 
     @property
     def services(self) -> list[Service]:
-        return [self.monitor, self.supervisor, self.relay]
+        return [self.reconciler, self.monitor, self.relay]
 
     async def all_active(self) -> bool:
         return all(s.active for s in self.services)
@@ -193,9 +167,6 @@ async def rig() -> AsyncIterator[Rig]:
     assert not any(s.active for s in rig.services), "a leader task outlived the duties"
 
 
-TERM = ["restore 5", "adopt", "remove_strays", "bootstrap 3"]
-
-
 async def test_a_follower_is_ready_after_its_first_campaign_and_runs_nothing(rig: Rig) -> None:
     await asyncio.sleep(0.05)
     assert not rig.duties.ready.is_set()  # no campaign yet: we do not know our role
@@ -203,15 +174,13 @@ async def test_a_follower_is_ready_after_its_first_campaign_and_runs_nothing(rig
     await asyncio.wait_for(rig.duties.ready.wait(), 1.0)
     await asyncio.sleep(0.05)
     assert rig.duties.terms == 0
-    assert rig.log == []
     assert all(s.starts == 0 for s in rig.services)
 
 
-async def test_an_elected_instance_adopts_boots_then_runs_its_tasks(rig: Rig) -> None:
+async def test_an_elected_instance_runs_the_reconciler_monitor_and_relay(rig: Rig) -> None:
     rig.leadership.elect(token=4)
     await eventually(rig.all_active, timeout_s=1.0)
-    assert rig.log == TERM  # in this order: restore, adopt, then boot only what is missing
-    assert rig.duties.ready.is_set()
+    await asyncio.wait_for(rig.duties.ready.wait(), 1.0)
     assert rig.duties.terms == 1
     assert rig.relay.handlers == [handle_change]
     assert [s.starts for s in rig.services] == [1, 1, 1]
@@ -229,51 +198,33 @@ async def test_losing_the_lease_stops_every_task_promptly_and_a_new_term_restart
     assert stopped < 0.5, f"the leader's tasks ran {stopped:.2f}s past the lease"
     await asyncio.sleep(0.1)  # and nothing starts again while following
     assert [s.starts for s in rig.services] == [1, 1, 1]
-    assert rig.log == TERM
 
     rig.leadership.elect(token=2)  # a second term
     await eventually(rig.all_active, timeout_s=1.0)
     assert rig.duties.terms == 2
     assert [s.starts for s in rig.services] == [2, 2, 2]
-    assert rig.log == TERM + TERM  # the new term adopts and checks the boot again
     assert len(rig.relay.handlers) == 2
 
 
-async def test_a_lease_lost_while_adopting_cancels_the_term_before_it_boots(rig: Rig) -> None:
-    rig.manager.adopt_gate = asyncio.Event()
+async def test_a_leader_is_ready_only_once_its_first_round_got_past_adoption_and_boot(
+    rig: Rig,
+) -> None:
+    rig.reconciler.gate.clear()
     rig.leadership.elect(token=1)
-    await eventually(lambda: _logged(rig, "adopt"), timeout_s=1.0)
-    rig.leadership.lose()
-    await asyncio.sleep(0.1)
-    rig.manager.adopt_gate.set()  # would have finished now, had the term not been cancelled
-    await asyncio.sleep(0.1)
-    assert rig.log == ["restore 5", "adopt"]
-    assert all(s.starts == 0 for s in rig.services)
-    assert rig.duties.ready.is_set()  # following again: ready to serve as a follower
-
-
-async def _logged(rig: Rig, entry: str) -> bool:
-    return entry in rig.log
-
-
-async def test_a_leader_is_ready_only_once_the_boot_is_done(rig: Rig) -> None:
-    rig.supervisor.bootstrap_gate = asyncio.Event()
-    rig.leadership.elect(token=1)
-    await eventually(lambda: _logged(rig, "bootstrap 3"), timeout_s=1.0)
+    await eventually(rig.all_active, timeout_s=1.0)  # probing starts with the term
     await asyncio.sleep(0.05)
     assert not rig.duties.ready.is_set()
-    assert all(s.starts == 0 for s in rig.services)
-    rig.supervisor.bootstrap_gate.set()
+    rig.reconciler.gate.set()
     await asyncio.wait_for(rig.duties.ready.wait(), 1.0)
-    await eventually(rig.all_active, timeout_s=1.0)
 
 
-async def test_a_term_that_fails_is_started_again(rig: Rig) -> None:
-    rig.manager.adopt_errors = [StoreUnavailable("redis restarting")]
+async def test_a_lease_lost_before_the_boot_leaves_a_ready_follower(rig: Rig) -> None:
+    rig.reconciler.gate.clear()
     rig.leadership.elect(token=1)
-    await eventually(rig.all_active, timeout_s=3.0)  # after the retry pause
-    assert rig.log == ["restore 5", "adopt", *TERM]
-    assert rig.duties.terms == 2
+    await eventually(rig.all_active, timeout_s=1.0)
+    rig.leadership.lose()
+    await eventually(rig.none_active, timeout_s=1.0)
+    await asyncio.wait_for(rig.duties.ready.wait(), 1.0)  # following again: ready as one
 
 
 async def test_a_crashed_task_ends_its_siblings_and_the_term_restarts(rig: Rig) -> None:
@@ -283,7 +234,7 @@ async def test_a_crashed_task_ends_its_siblings_and_the_term_restarts(rig: Rig) 
     await eventually(rig.none_active, timeout_s=1.0)  # the siblings were cancelled
     await eventually(lambda: _started(rig, 2), timeout_s=3.0)
     await eventually(rig.all_active, timeout_s=1.0)
-    assert rig.log == TERM + TERM
+    assert rig.duties.terms == 2
 
 
 async def _started(rig: Rig, n: int) -> bool:
