@@ -23,7 +23,7 @@ from balancer.http.workers import ADMIN_ENV, ID_ENV, run_worker
 from balancer.runtimes.base import ReplicaRuntime
 from balancer.runtimes.process import ProcessRuntime
 from balancer.runtimes.static import StaticRuntime
-from balancer.state.store import InMemoryStore
+from balancer.state.memory import InMemoryStore
 
 log = logging.getLogger("balancer")
 

@@ -19,7 +19,8 @@ from balancer.http.frontend import Frontend
 from balancer.http.keysource import RawKeyExtractor, parse_key_sources
 from balancer.http.stats import TrafficStats
 from balancer.http.upstream import UpstreamConn, UpstreamPool
-from balancer.state.store import InMemoryStore, Replica
+from balancer.state.memory import InMemoryStore
+from balancer.state.store import Replica
 from balancer.state.view import RingView
 
 RESPONSE = (

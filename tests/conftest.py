@@ -14,7 +14,7 @@ import uvloop
 
 from balancer.app import BalancerService
 from balancer.config import Settings
-from balancer.state.store import InMemoryStore
+from balancer.state.memory import InMemoryStore
 from tests.support.redis_server import redis_server
 from tests.support.runtime import InProcessRuntime
 

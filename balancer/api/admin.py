@@ -52,8 +52,9 @@ from balancer.hashing.hashes import KEYED_HASHES
 from balancer.http.stats import TrafficStats
 from balancer.names import is_valid_name, server_id
 from balancer.runtimes.base import ReplicaRuntime
+from balancer.state.codec import membership_json
 from balancer.state.coordination import AdminRelay, AdminReply, Leadership
-from balancer.state.store import Membership, Store, membership_json
+from balancer.state.store import Membership, Store
 from balancer.state.view import RingView
 from balancer.wire import (
     ADD_TOO_MANY_NAMES,

@@ -26,7 +26,7 @@ from balancer.errors import RequestError
 from balancer.hashing import Member, RingSettings
 from balancer.hashing.hashes import DEFAULT_SEED, KEYED_HASHES, SEED_BITS, key_command
 from balancer.names import is_valid_name, server_id
-from balancer.state.store import settings_from_json
+from balancer.state.codec import settings_from_json
 
 MAX_WEIGHT = 1000
 MAX_BODY_BYTES = 64 * 1024  # admin bodies are a few dozen bytes; larger ones answer 413

@@ -32,7 +32,7 @@ PATH = "/lb/openapi.json"
 # balancer.names' rule. The end is "(?![\s\S])", not "$": in Python's re (the jsonschema package,
 # hypothesis' from_regex) "$" also matches before a final newline, and "S5\n" is no hostname.
 HOSTNAME_PATTERN = r"^(Server )?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(?![\s\S])"
-# RingSettings fields with integer limits (balancer.state.store.settings_from_json enforces them).
+# RingSettings fields with integer limits (balancer.state.codec.settings_from_json enforces them).
 INT_LIMITS = {"points_per_weight": (1, 10_000), "slots": (1, 1 << 20), "vnodes": (1, 1 << 20)}
 MAX_SEED = 2**128 - 1  # siphash's key; the other hashes take seeds below 2**64
 

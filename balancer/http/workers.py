@@ -34,7 +34,8 @@ from balancer.http.frontend import (
 from balancer.http.keysource import RawKeyExtractor, parse_key_sources
 from balancer.http.stats import TrafficStats, stats_snapshot
 from balancer.http.upstream import UpstreamPool
-from balancer.state.store import Membership, membership_from_json
+from balancer.state.codec import membership_from_json
+from balancer.state.store import Membership
 from balancer.state.view import RingView
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from balancer.errors import StaleLeaderError, StoreUnavailable
 from balancer.hashing import RingSettings
 from balancer.runtimes.base import ReplicaHandle
 from balancer.state import keys
-from balancer.state.store import Membership, Replica, membership_from_json, membership_json
+from balancer.state.codec import membership_from_json, membership_json
+from balancer.state.store import Membership, Replica
 
 log = logging.getLogger(__name__)
 

@@ -1,31 +1,33 @@
-"""The state seam: what balancer instances share, plus ``InMemoryStore`` for a single instance.
+"""The state seam: what balancer instances share, in small pieces by concern.
 
-Owns ``Replica``, ``Membership``, the ``MembershipSource`` and ``Store`` protocols and
-``InMemoryStore``. The shared state is:
-  - membership, one versioned document: every committed change increments ``epoch``, and a
-    commit names the epoch it was computed from, so a change based on stale state is refused
-    instead of lost (``RedisStore`` does the same with a Lua compare-and-set);
-  - replica liveness, a key with a TTL written by whoever probes a replica (never a wall-clock
-    timestamp compared across hosts);
-  - runtime records: how to reach each started replica's process or container, so a new leader
-    can adopt the replicas its predecessor started;
-  - the instance registry: each balancer instance's status, refreshed with a TTL.
+Owns the models (``Replica``, ``Membership``) and one Protocol per piece of shared state:
+  - ``MembershipStore``: membership, one versioned document. Every committed change increments
+    ``epoch``, and a commit names the epoch it was computed from, so a change based on stale
+    state is refused instead of lost (Redis does the same with a Lua compare-and-set); a shared
+    store also refuses a stale leader's fencing token. ``MembershipSource`` is its read side
+    (what a ring view needs: the document and a wake-up when it changes);
+  - ``LivenessStore``: replica liveness, a key with a TTL written by whoever probes a replica
+    (never a wall-clock timestamp compared across hosts);
+  - ``RecordStore``: runtime records, how to reach each started replica's process or
+    container, so a new leader can adopt the replicas its predecessor started;
+  - ``InstanceRegistry``: each balancer instance's status, refreshed with a TTL;
+  - ``EventLog``: the latest membership change events.
+``Store`` combines them for the few consumers that need several. The backends are
+``balancer.state.memory`` (one process) and ``balancer.state.redis_store`` (shared); the
+factories that return a backend's coordinated set (store, leadership, relay) are
+``balancer.state.backends`` and ``balancer.state.redis_backend``.
 Every method may raise ``StoreUnavailable`` when the store cannot be reached.
 Must not import: redis, aiohttp, docker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS, Member, RingSettings
-from balancer.hashing.hashes import SEED_BITS
+from balancer.hashing import Member, RingSettings
 from balancer.runtimes.base import ReplicaHandle
 
 Clock = Callable[[], float]
@@ -92,8 +94,8 @@ class MembershipSource(Protocol):
         ...
 
 
-class Store(MembershipSource, Protocol):
-    """Shared state of every balancer instance (see the module docstring)."""
+class MembershipStore(MembershipSource, Protocol):
+    """The versioned membership document: read, watch, compare-and-set, restore."""
 
     async def commit(
         self,
@@ -118,6 +120,7 @@ class Store(MembershipSource, Protocol):
 
         Raises:
             StaleLeaderError: the token is stale (shared stores only).
+            ValueError: two replicas share a name.
         """
         ...
 
@@ -133,6 +136,10 @@ class Store(MembershipSource, Protocol):
         """
         ...
 
+
+class LivenessStore(Protocol):
+    """Which replicas passed a health check recently: a TTL per replica."""
+
     async def mark_alive(self, name: str, ttl_s: float) -> None:
         """Record a passed heartbeat; the replica counts as alive for ``ttl_s`` seconds."""
         ...
@@ -144,6 +151,10 @@ class Store(MembershipSource, Protocol):
     async def alive(self) -> frozenset[str]:
         """Names whose liveness has not expired."""
         ...
+
+
+class RecordStore(Protocol):
+    """Runtime records: how to reach every replica any leader started."""
 
     async def record_handle(self, handle: ReplicaHandle) -> None:
         """Remember how to reach a started replica (before it joins the ring)."""
@@ -157,6 +168,10 @@ class Store(MembershipSource, Protocol):
         """Every runtime record: replicas started by any leader and not known to be stopped."""
         ...
 
+
+class InstanceRegistry(Protocol):
+    """Every balancer instance's status, each expiring unless announced again."""
+
     async def announce(self, instance_id: str, info: dict[str, Any], ttl_s: float) -> None:
         """Publish this instance's status; it vanishes ``ttl_s`` after the last announcement."""
         ...
@@ -169,6 +184,10 @@ class Store(MembershipSource, Protocol):
         """The status of every instance whose announcement has not expired."""
         ...
 
+
+class EventLog(Protocol):
+    """The latest membership change events, newest first."""
+
     async def record_event(self, event: dict[str, Any], keep: int) -> None:
         """Append a membership change event (JSON-able), keeping only the ``keep`` latest."""
         ...
@@ -178,181 +197,5 @@ class Store(MembershipSource, Protocol):
         ...
 
 
-class InMemoryStore:
-    """A ``Store`` for one process: tests and the single-instance embedded default."""
-
-    def __init__(self, clock: Clock = time.monotonic) -> None:
-        self._clock = clock
-        self._membership = Membership()
-        self._alive_until: dict[str, float] = {}
-        self._changed = asyncio.Condition()
-        self._handles: dict[str, ReplicaHandle] = {}
-        self._instances: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._events: list[dict[str, Any]] = []  # newest first
-
-    async def membership(self) -> Membership:
-        return self._membership
-
-    async def commit(
-        self,
-        replicas: Sequence[Replica],
-        *,
-        expected_epoch: int,
-        fence_token: int | None = None,
-        target: int | None = None,
-        settings: RingSettings | None = None,
-        ring_state: str = "",
-    ) -> Membership | None:
-        if self._membership.epoch != expected_epoch:
-            return None
-        names = [r.name for r in replicas]
-        if len(set(names)) != len(names):
-            raise ValueError("duplicate replica names in a membership commit")
-        self._membership = Membership(
-            expected_epoch + 1, tuple(replicas), target, settings, ring_state
-        )
-        async with self._changed:
-            self._changed.notify_all()
-        return self._membership
-
-    async def restore(self, membership: Membership, *, fence_token: int | None = None) -> bool:
-        if self._membership.epoch >= membership.epoch:
-            return False
-        self._membership = membership
-        async with self._changed:
-            self._changed.notify_all()
-        return True
-
-    async def wait_for_change(self, epoch: int, timeout_s: float) -> None:
-        async with self._changed:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._changed.wait_for(lambda: self._membership.epoch != epoch)
-            except TimeoutError:
-                return
-
-    async def mark_alive(self, name: str, ttl_s: float) -> None:
-        self._alive_until[name] = self._clock() + ttl_s
-
-    async def mark_dead(self, name: str) -> None:
-        self._alive_until.pop(name, None)
-
-    async def alive(self) -> frozenset[str]:
-        now = self._clock()
-        return frozenset(n for n, until in self._alive_until.items() if until > now)
-
-    async def record_handle(self, handle: ReplicaHandle) -> None:
-        self._handles[handle.name] = handle
-
-    async def drop_handle(self, name: str) -> None:
-        self._handles.pop(name, None)
-
-    async def handles(self) -> list[ReplicaHandle]:
-        return list(self._handles.values())
-
-    async def announce(self, instance_id: str, info: dict[str, Any], ttl_s: float) -> None:
-        self._instances[instance_id] = (self._clock() + ttl_s, dict(info))
-
-    async def withdraw(self, instance_id: str) -> None:
-        self._instances.pop(instance_id, None)
-
-    async def instances(self) -> dict[str, dict[str, Any]]:
-        now = self._clock()
-        return {i: info for i, (until, info) in self._instances.items() if until > now}
-
-    async def record_event(self, event: dict[str, Any], keep: int) -> None:
-        self._events = [dict(event), *self._events][:keep]
-
-    async def events(self, limit: int) -> list[dict[str, Any]]:
-        return [dict(e) for e in self._events[:limit]]
-
-
-def membership_json(membership: Membership) -> dict[str, Any]:
-    """The stored (and relayed to worker processes) form of a membership document."""
-    settings = membership.settings
-    return {
-        "epoch": membership.epoch,
-        "target": membership.target,
-        "settings": None if settings is None else dataclasses.asdict(settings),
-        "ring_state": membership.ring_state,
-        "replicas": [
-            {
-                "name": r.name,
-                "index": r.index,
-                "address": r.address,
-                "weight": r.weight,
-                "pid": r.pid,
-                "ident": r.ident,
-            }
-            for r in membership.replicas
-        ],
-    }
-
-
-def membership_from_json(data: dict[str, Any]) -> Membership:
-    replicas = tuple(
-        Replica(
-            r["name"],
-            int(r["index"]),
-            r["address"],
-            int(r["weight"]),
-            None if r.get("pid") is None else int(r["pid"]),
-            str(r.get("ident", "")),
-        )
-        for r in data["replicas"]
-    )
-    target = data.get("target")
-    settings = data.get("settings")
-    return Membership(
-        int(data["epoch"]),
-        replicas,
-        None if target is None else int(target),
-        None if settings is None else settings_from_json(settings, RingSettings()),
-        str(data.get("ring_state", "")),
-    )
-
-
-_INT_LIMITS = {"points_per_weight": (1, 10_000), "slots": (1, 1 << 20), "vnodes": (1, 1 << 20)}
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "algorithm": ALGORITHMS,
-    "hash_name": HASH_NAMES,
-    "probing": PROBINGS,
-}
-
-
-def settings_from_json(data: object, base: RingSettings) -> RingSettings:
-    """``base`` with the fields ``data`` (a JSON object) sets, each checked.
-
-    Raises:
-        ValueError: with a message fit for a client: not an object, an unknown field, or a
-            value of the wrong type or out of range.
-    """
-    if not isinstance(data, dict):
-        raise ValueError("settings must be a JSON object")
-    known = {f.name for f in dataclasses.fields(RingSettings)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    for name, choices in _CHOICES.items():
-        if name in data and data[name] not in choices:
-            raise ValueError(f"'{name}' must be one of: {', '.join(choices)}")
-    for name, (low, high) in _INT_LIMITS.items():
-        value = data.get(name, low)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"'{name}' must be an integer in {low}..{high}")
-    merged = dataclasses.replace(base, **data)
-    seed = merged.hash_seed
-    bits = SEED_BITS[merged.hash_name]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**bits:
-        raise ValueError(f"'hash_seed' must be an integer in [0, 2**{bits}) for {merged.hash_name}")
-    factor = merged.balance_factor
-    if (
-        isinstance(factor, bool)
-        or not isinstance(factor, int | float)
-        or not math.isfinite(factor)
-        or not (factor == 0 or 1 <= factor < 100)
-    ):
-        raise ValueError("'balance_factor' must be 0 (off) or a factor in [1, 100), e.g. 1.25")
-    return dataclasses.replace(merged, balance_factor=float(factor))
+class Store(MembershipStore, LivenessStore, RecordStore, InstanceRegistry, EventLog, Protocol):
+    """Every piece at once, for the consumers that need several (see the module docstring)."""

@@ -22,7 +22,7 @@ from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
 from balancer.http.stats import TrafficStats
 from balancer.state.coordination import AdminReply
-from balancer.state.store import InMemoryStore
+from balancer.state.memory import InMemoryStore
 from balancer.state.view import RingView
 from balancer.wire import replicas_body
 from tests.conftest import Balancer, BalancerFactory

@@ -33,7 +33,7 @@ from balancer.api.admin import GUARDED
 from balancer.api.openapi import HOSTNAME_PATTERN, INT_LIMITS, PATH, spec
 from balancer.http.request_head import ADMIN_PREFIXES, WORKER_ONLY, is_admin
 from balancer.names import is_valid_name
-from balancer.state.store import _INT_LIMITS
+from balancer.state.codec import _INT_LIMITS
 from tests.api.openapi_fuzz import (
     CONTENT_TYPES,
     INITIAL_NAMES,

@@ -21,7 +21,8 @@ from balancer.errors import StoreUnavailable
 from balancer.hashing import Member, RingSettings, build_ring
 from balancer.http.stats import TrafficStats
 from balancer.state.coordination import SoloLeadership
-from balancer.state.store import InMemoryStore, Replica
+from balancer.state.memory import InMemoryStore
+from balancer.state.store import Replica
 from balancer.state.view import RingView
 from tests.conftest import Balancer, BalancerFactory, eventually
 from tests.support.runtime import InProcessRuntime

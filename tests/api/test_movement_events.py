@@ -9,7 +9,8 @@ import pytest
 
 from balancer.control.movement_log import MovementLog
 from balancer.hashing import RingSettings
-from balancer.state.store import InMemoryStore, Membership, Replica
+from balancer.state.memory import InMemoryStore
+from balancer.state.store import Membership, Replica
 from tests.conftest import Balancer, eventually
 
 

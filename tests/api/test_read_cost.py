@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from balancer.api.routing import RoutingApi
 from balancer.api.simulation import SimulationGate
 from balancer.hashing import RingSettings
-from balancer.state.store import InMemoryStore, Replica
+from balancer.state.memory import InMemoryStore
+from balancer.state.store import Replica
 from balancer.state.view import RingView
 from tests.conftest import Balancer, BalancerFactory
 

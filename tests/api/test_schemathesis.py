@@ -40,7 +40,7 @@ from schemathesis.config import SchemathesisConfig
 from balancer.api.openapi import spec
 from balancer.app import BalancerService
 from balancer.config import Settings
-from balancer.state.store import InMemoryStore
+from balancer.state.memory import InMemoryStore
 from balancer.wire import ADD_TOO_MANY_NAMES, RM_TOO_MANY_NAMES
 from tests.support.runtime import InProcessRuntime
 

@@ -21,8 +21,9 @@ from balancer.errors import StaleLeaderError, StoreUnavailable
 from balancer.hashing import RingSettings
 from balancer.runtimes.base import ReplicaHandle
 from balancer.state import keys
+from balancer.state.memory import InMemoryStore
 from balancer.state.redis_store import RedisStore, redis_client
-from balancer.state.store import InMemoryStore, Membership, Replica, Store
+from balancer.state.store import Membership, Replica, Store
 from tests.support.ports import free_port
 from tests.support.shared_redis import shared_redis
 

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from balancer.state.memory import InMemoryStore
 from balancer.state.redis_store import RedisStore
-from balancer.state.store import InMemoryStore, Replica, Store
+from balancer.state.store import Replica, Store
 from tests.support.shared_redis import shared_redis
 
 StoreFactory = Callable[[], Store]

@@ -10,7 +10,8 @@ import pytest
 from balancer.backoff import Backoff
 from balancer.hashing import Member
 from balancer.runtimes.base import ReplicaHandle
-from balancer.state.store import InMemoryStore, Membership, Replica
+from balancer.state.memory import InMemoryStore
+from balancer.state.store import Membership, Replica
 
 
 class FakeClock:
