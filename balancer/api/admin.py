@@ -23,7 +23,7 @@ import dataclasses
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -54,7 +54,13 @@ from balancer.names import is_valid_name, server_id
 from balancer.runtimes.base import ReplicaRuntime
 from balancer.state.codec import membership_json
 from balancer.state.coordination import AdminRelay, AdminReply, Leadership
-from balancer.state.store import Membership, Store
+from balancer.state.store import (
+    EventLog,
+    InstanceRegistry,
+    LivenessStore,
+    Membership,
+    MembershipSource,
+)
 from balancer.state.view import RingView
 from balancer.wire import (
     ADD_TOO_MANY_NAMES,
@@ -92,13 +98,17 @@ def _refused(exc: RequestError) -> web.Response:
     return _reply(413 if isinstance(exc, BodyTooLarge) else 400, error_body(str(exc)))
 
 
+class AdminState(MembershipSource, LivenessStore, InstanceRegistry, EventLog, Protocol):
+    """The pieces of shared state the admin API reads (its changes go through the manager)."""
+
+
 class AdminApi:
     """Handlers bound to one manager, store and ring view."""
 
     def __init__(
         self,
         manager: ReplicaManager,
-        store: Store,
+        store: AdminState,
         view: RingView,
         runtime: ReplicaRuntime,
         stats: TrafficStats,

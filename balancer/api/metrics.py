@@ -58,7 +58,7 @@ from balancer.hashing import Ring
 from balancer.hashing.arcs import shares
 from balancer.http.stats import LATENCY_BUCKETS_S, TrafficStats, merged
 from balancer.state.coordination import Leadership, SoloLeadership
-from balancer.state.store import Store
+from balancer.state.store import LivenessStore
 from balancer.state.view import RingView, Snapshot
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class Liveness:
         passed = monitor.passed_at.get(name) if monitor is not None else None
         return None if passed is None else max(0.0, now - passed)
 
-    async def refresh(self, store: Store) -> None:
+    async def refresh(self, store: LivenessStore) -> None:
         """Re-read the store's liveness keys, unless this instance's own probes cover every
         member (the leader in a steady state needs no round trip). Never raises for an
         unreachable store: liveness becomes unknown instead."""

@@ -29,7 +29,7 @@ from yarl import URL
 
 from balancer.errors import SpawnTimeout, StoreUnavailable
 from balancer.http.upstream import local_failure
-from balancer.state.store import Store
+from balancer.state.store import LivenessStore
 from balancer.state.view import RingView
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        store: Store,
+        store: LivenessStore,
         view: RingView,
         session: aiohttp.ClientSession,
         *,

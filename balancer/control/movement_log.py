@@ -21,7 +21,7 @@ from typing import Any
 from balancer.errors import StoreUnavailable
 from balancer.hashing import RingSettings, build_ring
 from balancer.hashing.movement import ideal_share, moved_share
-from balancer.state.store import Membership, Store
+from balancer.state.store import EventLog, Membership
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class MovementLog:
 
     def __init__(
         self,
-        store: Store,
+        store: EventLog,
         settings: RingSettings,
         *,
         wall_clock: Callable[[], float] = time.time,
