@@ -71,34 +71,25 @@ async def _shared_service(
     settings: Settings, runtime: ReplicaRuntime, stack: contextlib.AsyncExitStack
 ) -> BalancerService:
     """A balancer instance whose state lives in Redis, next to other instances."""
-    from balancer.state.redis_leadership import (
-        LeaderElector,  # redis is imported only in shared mode
-    )
-    from balancer.state.redis_relay import RedisRelay
-    from balancer.state.redis_store import RedisStore, redis_client
+    from balancer.state.redis_backend import redis_backend  # redis only in shared mode
 
-    timeout_s = settings.redis_timeout_s
     instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
     settings = dataclasses.replace(settings, instance_id=instance_id)
-    store = RedisStore(redis_client(settings.redis_url, timeout_s=timeout_s))
-    stack.push_async_callback(store.close)
-    elector_client = redis_client(settings.redis_url, timeout_s=timeout_s)
-    stack.push_async_callback(elector_client.aclose)
-    relay_client = redis_client(settings.redis_url, timeout_s=timeout_s + 2.0)  # BLPOP waits 1 s
-    stack.push_async_callback(relay_client.aclose)
-    relay = RedisRelay(
-        relay_client,
-        pickup_timeout_s=settings.leader_ttl_s + 2.0,
+    backend = redis_backend(
+        settings.redis_url,
+        instance_id=instance_id,
+        leader_ttl_s=settings.leader_ttl_s,
+        timeout_s=settings.redis_timeout_s,
         answer_timeout_s=2 * settings.spawn_timeout_s + 5.0,
     )
-    elector = LeaderElector(elector_client, instance_id, ttl_s=settings.leader_ttl_s)
+    stack.push_async_callback(backend.aclose)
     log.info("instance %s sharing state at %s", instance_id, redact(settings.redis_url))
     return BalancerService(
         settings,
-        store=store,
+        store=backend.store,
         runtime=runtime,
-        leadership=elector,
-        relay=relay,
+        leadership=backend.leadership,
+        relay=backend.relay,
         worker_argv=sys.argv[1:],
     )
 
