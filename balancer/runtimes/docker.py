@@ -10,6 +10,8 @@ with the deployment and the replica's name, so the daemon itself says which cont
 ours: ``list`` asks it (containers another leader started included), ``stop`` finds a container
 by label even if this instance never tracked it, and a new leader adopts by label. Every SDK
 call is blocking and runs in a thread (``asyncio.to_thread``) with the client's own timeout.
+The SDK is imported where it is first called, not with this module: ``balancer.config`` reads
+``DockerSettings`` from here, and parsing the settings must not load the SDK.
 Must not import: aiohttp, redis.
 """
 
@@ -17,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
-
-import docker
-from docker.errors import APIError, DockerException, NotFound
-from docker.models.containers import Container
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from balancer.errors import RuntimeFailure
 from balancer.runtimes.base import ReplicaHandle
+from balancer.setting import check, positive, setting
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,15 @@ LABEL_DEPLOYMENT = "chlb.deployment"
 LABEL_NAME = "chlb.replica"
 LABEL_SERVER_ID = "chlb.server-id"
 
-Containers = list[Container]  # (inside the class, ``list`` is the method)
+Containers = list["Container"]  # (inside the class, ``list`` is the method)
+
+
+def _errors() -> Any:
+    """``docker.errors``, imported on first use (see the module docstring): an ``except``
+    clause evaluates it only when an exception is raised, after an SDK call loaded it."""
+    import docker.errors
+
+    return docker.errors
 
 
 def container_name(deployment: str, server_id: str) -> str:
@@ -63,7 +75,7 @@ class DockerRuntime:
         cname = container_name(self._deployment, server_id)
         try:
             container = await asyncio.to_thread(self._run, cname, name, server_id)
-        except DockerException as exc:
+        except _errors().DockerException as exc:
             raise RuntimeFailure(f"cannot start replica {name!r}: {exc}") from exc
         log.info("started container %s (%s) for replica %s", cname, container.short_id, name)
         return self._handle(container)
@@ -71,20 +83,20 @@ class DockerRuntime:
     async def stop(self, name: str, *, force: bool = False) -> None:
         try:
             await asyncio.to_thread(self._remove, name, force)
-        except DockerException as exc:
+        except _errors().DockerException as exc:
             raise RuntimeFailure(f"cannot stop replica {name!r}: {exc}") from exc
 
     async def adopt(self, handle: ReplicaHandle) -> bool:
         try:
             container = await asyncio.to_thread(self._find, handle.name)
-        except DockerException as exc:
+        except _errors().DockerException as exc:
             raise RuntimeFailure(f"cannot look up replica {handle.name!r}: {exc}") from exc
         return container is not None and container.status == "running"
 
     async def list(self) -> list[ReplicaHandle]:
         try:
             containers = await asyncio.to_thread(self._ours, False)
-        except DockerException as exc:
+        except _errors().DockerException as exc:
             raise RuntimeFailure(f"cannot list replicas: {exc}") from exc
         return [self._handle(c) for c in containers]
 
@@ -121,7 +133,7 @@ class DockerRuntime:
         """A stopped container of ours with the same name (a crash we never cleaned) goes."""
         try:
             old = self._client.containers.get(cname)
-        except NotFound:
+        except _errors().NotFound:
             return
         if old.labels.get(LABEL_DEPLOYMENT) == self._deployment and old.status != "running":
             old.remove(force=True)
@@ -136,9 +148,9 @@ class DockerRuntime:
             else:
                 container.stop(timeout=self._stop_grace_s)
                 container.remove(force=True)
-        except NotFound:
+        except _errors().NotFound:
             return  # gone meanwhile
-        except APIError as exc:
+        except _errors().APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
         log.info("removed container %s of replica %s", container.name, name)
@@ -167,3 +179,42 @@ class DockerRuntime:
             None,
             str(container.id),
         )
+
+
+# -- configuration: the section and factory balancer.runtimes.registry names ------------------
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """Replicas as Docker containers on one network, through the Docker socket."""
+
+    image: str = setting(
+        "chlb-server:latest", "docker_image", "image of the replica containers (runtime=docker)"
+    )
+    network: str = setting(
+        "net1", "docker_network", "Docker network the replicas join; the balancer must be on it too"
+    )
+    deployment: str = setting(
+        "chlb",
+        "docker_deployment",
+        "label value and name prefix that mark this deployment's containers",
+    )
+    timeout_s: float = setting(
+        30.0, "docker_timeout_s", "seconds any single Docker API call may take"
+    )
+
+    def __post_init__(self) -> None:
+        check(positive(self, "timeout_s"))
+
+
+def docker_runtime(settings: DockerSettings) -> DockerRuntime:
+    """The registry's factory: a client of the daemon the environment names (``DOCKER_HOST``,
+    else the local socket), each call bounded by ``settings.timeout_s``."""
+    import docker  # the SDK, in the Docker deployment only
+
+    return DockerRuntime(
+        docker.from_env(timeout=int(settings.timeout_s)),
+        image=settings.image,
+        network=settings.network,
+        deployment=settings.deployment,
+    )

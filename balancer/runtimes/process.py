@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from balancer.errors import RuntimeFailure
 from balancer.runtimes.base import ReplicaHandle
+from balancer.setting import check, comma_list, derived, env_name_checks, setting
 
 log = logging.getLogger(__name__)
 
@@ -253,3 +254,33 @@ def _same_process(handle: ReplicaHandle) -> bool:
     if fields[0] in ("Z", "X"):
         return False
     return not handle.ident or fields[19] == handle.ident
+
+
+# -- configuration: the section and factory balancer.runtimes.registry names ------------------
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """Replicas as local processes on loopback ports (the default)."""
+
+    host: str = setting(
+        "127.0.0.1", "replica_host", "loopback address replicas of the process runtime listen on"
+    )
+    env: str = setting(
+        "",
+        "replica_env",
+        "comma list of environment variables the process runtime passes to its replicas besides "
+        "PATH, HOME, the locale, TZ, TMPDIR and the PYTHON* search paths; never an LB_* setting "
+        "(the balancer's secrets are among them)",
+    )
+    env_names: tuple[str, ...] = derived()
+
+    def __post_init__(self) -> None:
+        names = comma_list(self.env)
+        check(env_name_checks("replica_env", names))
+        object.__setattr__(self, "env_names", names)
+
+
+def process_runtime(settings: ProcessSettings) -> ProcessRuntime:
+    """The registry's factory: a ``ProcessRuntime`` as ``settings`` configure it."""
+    return ProcessRuntime(settings.host, pass_env=settings.env_names)

@@ -9,9 +9,11 @@ Must not import: aiohttp, redis, docker.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from balancer.errors import RuntimeFailure
+from balancer.errors import ConfigError, RuntimeFailure
 from balancer.runtimes.base import ReplicaHandle
+from balancer.setting import derived, setting
 
 
 class StaticRuntime:
@@ -50,3 +52,38 @@ class StaticRuntime:
     async def close(self) -> None:
         for name in list(self._used):
             await self.stop(name)
+
+
+# -- configuration: the section and factory balancer.runtimes.registry names ------------------
+
+
+@dataclass(frozen=True)
+class StaticSettings:
+    """Replicas that already run: a fixed list of backends. A non-empty list picks this runtime
+    whatever --runtime says."""
+
+    backends: str = setting(
+        "",
+        "backends",
+        "comma list of host:port backends that already run; replaces the runtime (replicas "
+        "defaults to their number)",
+    )
+    backend_list: tuple[str, ...] = derived()
+
+    def __post_init__(self) -> None:
+        backends = tuple(b.strip() for b in self.backends.split(",") if b.strip())
+        for backend in backends:
+            host, _, port = backend.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"backend {backend!r} is not host:port")
+        object.__setattr__(self, "backend_list", backends)
+
+    @property
+    def implied(self) -> bool:
+        """A list of backends selects this runtime (``Settings.runtime``)."""
+        return bool(self.backend_list)
+
+
+def static_runtime(settings: StaticSettings) -> StaticRuntime:
+    """The registry's factory: the pool of ``settings.backend_list``."""
+    return StaticRuntime(settings.backend_list)
