@@ -21,8 +21,8 @@ from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
 from balancer.http.workers import ADMIN_ENV, ID_ENV, run_worker
 from balancer.runtimes.base import ReplicaRuntime
-from balancer.runtimes.process import ProcessRuntime
-from balancer.runtimes.static import StaticRuntime
+from balancer.runtimes.registry import RUNTIMES
+from balancer.runtimes.static import StaticSettings
 from balancer.state.memory import InMemoryStore
 
 log = logging.getLogger("balancer")
@@ -31,7 +31,7 @@ log = logging.getLogger("balancer")
 async def serve(settings: Settings) -> None:
     runtime = _runtime(settings)
     async with contextlib.AsyncExitStack() as stack:
-        if settings.redis_url:
+        if settings.state.redis_url:
             service = await _shared_service(settings, runtime, stack)
         else:
             service = BalancerService(
@@ -51,20 +51,7 @@ async def serve(settings: Settings) -> None:
 
 
 def _runtime(settings: Settings) -> ReplicaRuntime:
-    if settings.backend_list:
-        return StaticRuntime(settings.backend_list)
-    if settings.runtime == "docker":
-        import docker  # only in the Docker deployment
-
-        from balancer.runtimes.docker import DockerRuntime
-
-        return DockerRuntime(
-            docker.from_env(timeout=int(settings.docker_timeout_s)),
-            image=settings.docker_image,
-            network=settings.docker_network,
-            deployment=settings.docker_deployment,
-        )
-    return ProcessRuntime(settings.replica_host, pass_env=settings.replica_env_names)
+    return RUNTIMES.build(settings.runtime, settings.runtime_settings)
 
 
 async def _shared_service(
@@ -73,17 +60,19 @@ async def _shared_service(
     """A balancer instance whose state lives in Redis, next to other instances."""
     from balancer.state.redis_backend import redis_backend  # redis only in shared mode
 
-    instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
-    settings = dataclasses.replace(settings, instance_id=instance_id)
+    state = settings.state
+    instance_id = state.instance_id or f"{socket.gethostname()}:{settings.http.port}"
+    state = dataclasses.replace(state, instance_id=instance_id)
+    settings = dataclasses.replace(settings, state=state)
     backend = redis_backend(
-        settings.redis_url,
+        state.redis_url,
         instance_id=instance_id,
-        leader_ttl_s=settings.leader_ttl_s,
-        timeout_s=settings.redis_timeout_s,
-        answer_timeout_s=2 * settings.spawn_timeout_s + 5.0,
+        leader_ttl_s=state.leader_ttl_s,
+        timeout_s=state.redis_timeout_s,
+        answer_timeout_s=2 * settings.health.spawn_timeout_s + 5.0,
     )
     stack.push_async_callback(backend.aclose)
-    log.info("instance %s sharing state at %s", instance_id, redact(settings.redis_url))
+    log.info("instance %s sharing state at %s", instance_id, redact(state.redis_url))
     return BalancerService(
         settings,
         store=backend.store,
@@ -110,12 +99,17 @@ def quiet_gc() -> None:
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
-        if settings.backend_list and "replicas" not in _given(argv):
-            settings = dataclasses.replace(settings, replicas=len(settings.backend_list))
+        chosen = settings.runtime_settings
+        static = isinstance(chosen, StaticSettings) and chosen.backend_list
+        if static and "replicas" not in _given(argv):  # as many replicas as backends
+            count = len(chosen.backend_list)
+            settings = dataclasses.replace(
+                settings, replicas=dataclasses.replace(settings.replicas, count=count)
+            )
     except ConfigError as exc:
         sys.exit(f"lb-balancer: {exc}")
     logging.basicConfig(
-        level=settings.log_level,
+        level=settings.log.level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

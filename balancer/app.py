@@ -85,7 +85,7 @@ class BalancerService:
         self.shared = leadership is not None  # other instances share the store
         self.leadership: Leadership = leadership or SoloLeadership()
         self.relay: AdminRelay = relay or NoRelay()
-        self.instance_id = settings.instance_id or f"solo:{settings.port}"
+        self.instance_id = settings.state.instance_id or f"solo:{settings.http.port}"
         self.view = RingView(store, settings.ring)
         self.stats = TrafficStats()
         self.movement = MovementLog(store, settings.ring)
@@ -94,7 +94,7 @@ class BalancerService:
         self.registry.register(
             TrafficCollector(self.stats, self.view, self.liveness, self.movement)
         )
-        self.pool = UpstreamPool(connect_timeout_s=settings.upstream_connect_timeout_s)
+        self.pool = UpstreamPool(connect_timeout_s=settings.http.upstream_connect_timeout_s)
         self.view.listeners.append(self._on_ring_swap)
         self.port = 0
         self._worker_argv = list(worker_argv)
@@ -118,7 +118,7 @@ class BalancerService:
         # Phase 1: probe session, pool, ring view.
         probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, limit=0),
-            timeout=aiohttp.ClientTimeout(total=s.heartbeat_timeout_s),
+            timeout=aiohttp.ClientTimeout(total=s.health.timeout_s),
         )
         stack.push_async_callback(probe_session.close)
         stack.callback(self.pool.close)
@@ -139,7 +139,7 @@ class BalancerService:
             leadership=self.leadership,
             relay=self.relay,
             instance_id=self.instance_id,
-            admin_token=s.admin_token,
+            admin_token=s.admin.token,
         )
         admin_address = await self._serve_admin(admin)
         # Phase 3: leadership and the replicas.
@@ -150,35 +150,36 @@ class BalancerService:
         self._spawn(self.duties.run(), "leader duties")
         self._spawn(self._announce(), "announcer")
         with contextlib.suppress(TimeoutError):  # a follower does not wait for a slow leader
-            async with asyncio.timeout(s.spawn_timeout_s + s.leader_ttl_s):
+            async with asyncio.timeout(s.health.spawn_timeout_s + s.state.leader_ttl_s):
                 await self.duties.ready.wait()
         # Phase 4: the data path.
-        keys = RawKeyExtractor(parse_key_sources(s.key_source))
+        http = s.http
+        keys = RawKeyExtractor(parse_key_sources(http.key_source))
         self.frontend = fe = Frontend(
             self.view,
             self.pool,
             self.stats,
             keys,
             admin_address=admin_address,
-            retries=s.retries,
-            timeouts=timeouts(s),
-            max_connections=connection_limit(s),
-            access=AccessLog(s.access_log_sample),
-            retry=retry_policy(s),
-            ejection=ejection_policy(s),
+            retries=s.retry.retries,
+            timeouts=timeouts(http),
+            max_connections=connection_limit(http),
+            access=AccessLog(http.access_log_sample),
+            retry=retry_policy(s.retry),
+            ejection=ejection_policy(s.ejection),
         )
-        server = await fe.listen(s.host, s.port, reuse_port=s.workers > 1)
+        server = await fe.listen(http.host, http.port, reuse_port=http.workers > 1)
         stack.callback(fe.close_all)
         stack.push_async_callback(_close_server, server)
         self.port = server.sockets[0].getsockname()[1]
         self._spawn(fe.run_sweeper(), "sweeper")
-        if s.workers > 1:
-            workers = WorkerSet(s.workers, admin_address, self._worker_argv)
+        if http.workers > 1:
+            workers = WorkerSet(http.workers, admin_address, self._worker_argv)
             stack.push_async_callback(workers.stop)
             await workers.start()
         log.info(
             "balancing on http://%s:%d (instance %s, admin at %s)",
-            s.host,
+            http.host,
             self.port,
             self.instance_id,
             admin_address,
@@ -200,18 +201,18 @@ class BalancerService:
     def _manager(self, probe_session: aiohttp.ClientSession) -> ReplicaManager:
         s = self.settings
         ready = partial(
-            wait_ready, probe_session, timeout_s=s.spawn_timeout_s, check=health_check(s)
-        )
-        alive_ttl_s = s.heartbeat_interval_s * (1 + s.heartbeat_jitter) * s.heartbeat_fails + min(
-            s.heartbeat_timeout_s, s.heartbeat_interval_s
+            wait_ready,
+            probe_session,
+            timeout_s=s.health.spawn_timeout_s,
+            check=health_check(s.health),
         )
         return ReplicaManager(
             self.store,
             self.runtime,
             ready,
             self.view.refresh,
-            max_replicas=s.max_replicas,
-            alive_ttl_s=alive_ttl_s,
+            max_replicas=s.replicas.max_count,
+            alive_ttl_s=s.health.alive_ttl_s,
             leadership=self.leadership,
             ring_settings=s.ring,
             on_commit=self.movement.committed,
@@ -222,7 +223,7 @@ class BalancerService:
     ) -> LeaderDuties:
         s = self.settings
         reconciler = Reconciler(
-            Policy(s.replicas, s.replace_after_s),
+            Policy(s.replicas.count, s.health.replace_after_s),
             manager,
             self.store,
             self.runtime,
@@ -233,12 +234,7 @@ class BalancerService:
             self.store,
             self.view,
             probe_session,
-            interval_s=s.heartbeat_interval_s,
-            timeout_s=s.heartbeat_timeout_s,
-            fails=s.heartbeat_fails,
-            rise=s.heartbeat_rise,
-            jitter=s.heartbeat_jitter,
-            check=health_check(s),
+            s.health,
             on_change=reconciler.wake,
         )
         self.view.listeners.append(lambda _old, _new: reconciler.wake())
@@ -248,7 +244,7 @@ class BalancerService:
     async def _serve_admin(self, admin: AdminApi) -> str:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[admin.middleware])
         app.router.add_routes(admin.routes())
-        routing = RoutingApi(self.view, max_replicas=self.settings.max_replicas)
+        routing = RoutingApi(self.view, max_replicas=self.settings.replicas.max_count)
         app.router.add_routes(routing.routes())
         app.router.add_routes(TargetsApi(self.view).routes())
         app.router.add_routes(UiApi(self.view, self.stats).routes())
@@ -268,7 +264,7 @@ class BalancerService:
         snapshot = self.view.current
         return {
             "id": self.instance_id,
-            "url": f"http://{self.settings.host}:{self.port}",
+            "url": f"http://{self.settings.http.host}:{self.port}",
             "pid": os.getpid(),
             "leader": self.leadership.is_leader,
             "epoch": snapshot.epoch,

@@ -61,7 +61,7 @@ async def main(n: int) -> None:
         conn.connection_made(FakeTransport())  # type: ignore[arg-type]
         pool.give_back(conn, 0.0)
         upstreams[r.address] = conn
-    keys = RawKeyExtractor(parse_key_sources(Settings().key_source))
+    keys = RawKeyExtractor(parse_key_sources(Settings().http.key_source))
     fe = Frontend(
         view,
         pool,

@@ -51,7 +51,7 @@ async def make_balancer() -> AsyncIterator[BalancerFactory]:
     made: list[Balancer] = []
 
     async def make(runtime: InProcessRuntime | None = None, **overrides: object) -> Balancer:
-        settings = Settings(**{"port": 0, **FAST, **overrides})  # type: ignore[arg-type]
+        settings = Settings.from_flat(**{"port": 0, **FAST, **overrides})
         store = InMemoryStore()
         runtime = runtime or InProcessRuntime()
         service = BalancerService(settings, store=store, runtime=runtime)

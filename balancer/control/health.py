@@ -33,7 +33,7 @@ from balancer.state.store import LivenessStore
 from balancer.state.view import RingView
 
 if TYPE_CHECKING:
-    from balancer.config import Settings
+    from balancer.sections import HealthSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ OnChange = Callable[[], None]
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """What a probe GETs (path and query, validated by ``Settings``: it goes into a request
+    """What a probe GETs (path and query, validated by ``HealthSettings``: it goes into a request
     line as is) and the statuses that pass it (a redirect is not followed)."""
 
     path: str = "/heartbeat"
@@ -52,9 +52,9 @@ class HealthCheck:
 HEARTBEAT = HealthCheck()  # the contract's check
 
 
-def health_check(s: Settings) -> HealthCheck:
+def health_check(s: HealthSettings) -> HealthCheck:
     """The health check ``s`` configures."""
-    return HealthCheck(s.health_path, s.health_status_set)
+    return HealthCheck(s.path, s.status_set)
 
 
 async def probe(
@@ -106,29 +106,26 @@ class HealthMonitor:
         store: LivenessStore,
         view: RingView,
         session: aiohttp.ClientSession,
+        settings: HealthSettings,
         *,
-        interval_s: float,
-        timeout_s: float,
-        fails: int,
-        rise: int = 1,
-        jitter: float = 0.0,
         on_change: OnChange | None = None,
         rng: random.Random | None = None,
-        check: HealthCheck = HEARTBEAT,
+        check: HealthCheck | None = None,
     ) -> None:
-        """``fails`` is HAProxy's ``fall``; ``jitter`` a fraction of the interval (0..0.5)."""
+        """``settings``: interval, timeout, ``fails`` (HAProxy's ``fall``), ``rise``, jitter (a
+        fraction of the interval, 0..0.5) and, unless ``check`` replaces it, the check."""
         self._store = store
         self._view = view
         self._session = session
         self._on_change = on_change
-        self._interval_s = interval_s
-        self._timeout_s = min(timeout_s, interval_s)
-        self._fails = fails
-        self._rise = rise
-        self._jitter = jitter
+        self._interval_s = settings.interval_s
+        self._timeout_s = settings.probe_timeout_s
+        self._fails = settings.fails
+        self._rise = settings.rise
+        self._jitter = settings.jitter
         self._rng = rng or random.Random()
-        self._check = check
-        self.ttl_s = interval_s * (1 + jitter) * fails + self._timeout_s
+        self._check = check or health_check(settings)
+        self.ttl_s = settings.alive_ttl_s
         self.failures: dict[str, int] = {}  # consecutive failed probes
         self.passes: dict[str, int] = {}  # consecutive passed probes of a DOWN replica
         self.down_since: dict[str, float] = {}  # DOWN members → time.monotonic() it went DOWN

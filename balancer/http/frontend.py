@@ -27,7 +27,7 @@ from balancer.http.upstream import UpstreamPool
 from balancer.state.view import RingView, Snapshot
 
 if TYPE_CHECKING:
-    from balancer.config import Settings
+    from balancer.http.sections import EjectionSettings, HttpSettings, RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Timeouts:
     idle_s: float = 60.0
 
 
-def timeouts(s: Settings) -> Timeouts:
+def timeouts(s: HttpSettings) -> Timeouts:
     """The data path's timeouts ``s`` configures."""
     return Timeouts(
         header_s=s.header_timeout_s,
@@ -82,7 +82,7 @@ def timeouts(s: Settings) -> Timeouts:
     )
 
 
-def connection_limit(s: Settings) -> int:
+def connection_limit(s: HttpSettings) -> int:
     """The most client connections this process holds at once (HAProxy's ``maxconn``):
     ``max_connections``, or by default what the descriptor limit allows once raised to its
     hard maximum (nginx's ``worker_rlimit_nofile``): two per client connection (its upstream
@@ -101,19 +101,19 @@ def connection_limit(s: Settings) -> int:
 _RESERVED_DESCRIPTORS = 256
 
 
-def retry_policy(s: Settings) -> RetryPolicy:
+def retry_policy(s: RetrySettings) -> RetryPolicy:
     """The retry policy ``s`` configures."""
-    return RetryPolicy(s.retry_method_set, s.retry_on_set, s.retry_timeout_s, s.retry_budget)
+    return RetryPolicy(s.method_set, s.on_set, s.timeout_s, s.budget)
 
 
-def ejection_policy(s: Settings) -> EjectionPolicy:
+def ejection_policy(s: EjectionSettings) -> EjectionPolicy:
     """The outlier ejection policy ``s`` configures."""
     return EjectionPolicy(
-        consecutive=s.eject_consecutive,
-        base_s=s.base_ejection_s,
-        max_s=s.max_ejection_s,
-        max_share=s.max_ejection_share,
-        statuses=s.eject_status_set if s.eject_on_5xx else frozenset(),
+        consecutive=s.consecutive,
+        base_s=s.base_s,
+        max_s=s.max_s,
+        max_share=s.max_share,
+        statuses=s.status_set if s.on_5xx else frozenset(),
     )
 
 

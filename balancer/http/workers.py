@@ -73,22 +73,23 @@ async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> 
         view = RingView(PrimaryStore(session), settings.ring)
         await view.refresh()
         stats = TrafficStats()
-        pool = UpstreamPool(connect_timeout_s=settings.upstream_connect_timeout_s)
+        http = settings.http
+        pool = UpstreamPool(connect_timeout_s=http.upstream_connect_timeout_s)
         view.listeners.append(lambda old, new: stats.retain(set(new.addresses)))
         fe = Frontend(
             view,
             pool,
             stats,
-            RawKeyExtractor(parse_key_sources(settings.key_source)),
+            RawKeyExtractor(parse_key_sources(http.key_source)),
             admin_address=admin_address,
-            retries=settings.retries,
-            timeouts=timeouts(settings),
-            max_connections=connection_limit(settings),
-            access=AccessLog(settings.access_log_sample),
-            retry=retry_policy(settings),
-            ejection=ejection_policy(settings),
+            retries=settings.retry.retries,
+            timeouts=timeouts(http),
+            max_connections=connection_limit(http),
+            access=AccessLog(http.access_log_sample),
+            retry=retry_policy(settings.retry),
+            ejection=ejection_policy(settings.ejection),
         )
-        server = await fe.listen(settings.host, settings.port, reuse_port=True)
+        server = await fe.listen(http.host, http.port, reuse_port=True)
         gc.collect()
         gc.freeze()  # see balancer.__main__.quiet_gc
         gc.set_threshold(50_000, 20, 100)
@@ -101,7 +102,7 @@ async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> 
             loop.create_task(fe.run_sweeper(), name="sweeper"),
             loop.create_task(_report(session, stats, worker_id, stop), name="stats"),
         ]
-        log.info("worker %s serving on %s:%d", worker_id, settings.host, settings.port)
+        log.info("worker %s serving on %s:%d", worker_id, http.host, http.port)
         try:
             await stop.wait()
         finally:

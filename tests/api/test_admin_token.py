@@ -144,16 +144,16 @@ async def test_the_token_is_never_shown(make_balancer: BalancerFactory) -> None:
 
 
 def test_config_reads_the_token_from_flag_env_and_checks_it() -> None:
-    assert load_settings([], {}).admin_token == ""
-    assert load_settings(["--admin-token", TOKEN], {}).admin_token == TOKEN
-    assert load_settings([], {"LB_ADMIN_TOKEN": TOKEN}).admin_token == TOKEN
-    assert load_settings(["--admin-token", "flag"], {"LB_ADMIN_TOKEN": "env"}).admin_token == "flag"
+    assert load_settings([], {}).admin.token == ""
+    assert load_settings(["--admin-token", TOKEN], {}).admin.token == TOKEN
+    assert load_settings([], {"LB_ADMIN_TOKEN": TOKEN}).admin.token == TOKEN
+    assert load_settings(["--admin-token", "flag"], {"LB_ADMIN_TOKEN": "env"}).admin.token == "flag"
     for bad in ("has space", "tab\there", "ünïcode"):
         with pytest.raises(ConfigError) as caught:
-            Settings(admin_token=bad)
+            Settings.from_flat(admin_token=bad)
         assert bad not in str(caught.value)
-    assert "admin_token" not in repr(Settings(admin_token=TOKEN)) and TOKEN not in repr(
-        Settings(admin_token=TOKEN)
+    assert "admin_token" not in repr(Settings.from_flat(admin_token=TOKEN)) and TOKEN not in repr(
+        Settings.from_flat(admin_token=TOKEN)
     )
 
 

@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from balancer.config import Settings
 from balancer.control.health import HealthCheck, HealthMonitor, health_check, probe
 from balancer.hashing import RingSettings
+from balancer.sections import HealthSettings
 from balancer.state.memory import InMemoryStore
 from balancer.state.store import Replica
 from balancer.state.view import RingView
@@ -73,10 +73,7 @@ async def test_fall_then_rise(flaky: tuple[Flaky, str]) -> None:
             store,
             view,
             session,
-            interval_s=0.1,
-            timeout_s=0.5,
-            fails=2,
-            rise=3,
+            HealthSettings(interval_s=0.1, timeout_s=0.5, fails=2, rise=3, jitter=0.0),
             on_change=on_change,
         )
         await monitor.check_once()
@@ -107,10 +104,7 @@ def test_probe_intervals_are_jittered_within_bounds() -> None:
         InMemoryStore(),
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
-        interval_s=1.0,
-        timeout_s=0.5,
-        fails=2,
-        jitter=0.2,
+        HealthSettings(interval_s=1.0, timeout_s=0.5, fails=2, rise=1, jitter=0.2),
         rng=random.Random(3),
     )
     gaps = [monitor.next_interval_s() for _ in range(1000)]
@@ -120,9 +114,7 @@ def test_probe_intervals_are_jittered_within_bounds() -> None:
         InMemoryStore(),
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
-        interval_s=1.0,
-        timeout_s=0.5,
-        fails=2,
+        HealthSettings(interval_s=1.0, timeout_s=0.5, fails=2, rise=1, jitter=0.0),
     )
     assert {steady.next_interval_s() for _ in range(10)} == {1.0}
 
@@ -142,9 +134,7 @@ async def _monitor_of_one(
         store,
         view,
         session,
-        interval_s=0.1,
-        timeout_s=0.5,
-        fails=2,
+        HealthSettings(interval_s=0.1, timeout_s=0.5, fails=2, rise=1, jitter=0.0),
         check=check,
         on_change=on_change,
     )
@@ -181,7 +171,7 @@ async def test_the_check_path_and_its_passing_statuses(
     flaky: tuple[Flaky, str], path: str, statuses: str, passes: bool
 ) -> None:
     _, address = flaky
-    check = health_check(Settings(health_path=path, health_status=statuses))
+    check = health_check(HealthSettings(path=path, status=statuses))
     async with aiohttp.ClientSession() as session:
         assert await probe(session, address, 0.5, check) is passes
 
@@ -244,9 +234,7 @@ async def test_a_balancer_out_of_descriptors_concludes_nothing(replica_process: 
             store,
             view,
             session,
-            interval_s=0.1,
-            timeout_s=0.5,
-            fails=1,
+            HealthSettings(interval_s=0.1, timeout_s=0.5, fails=1, rise=1, jitter=0.0),
             on_change=lambda: changes.append("changed"),
         )
         await monitor.check_once()

@@ -91,7 +91,7 @@ class LiveBalancer:
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        settings_ = Settings(
+        settings_ = Settings.from_flat(
             port=0,
             replicas=3,
             max_replicas=6,  # /add succeeds a few times, then is refused: bounded work

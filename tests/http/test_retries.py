@@ -340,17 +340,17 @@ async def test_admin_routes_are_unaffected(make_balancer: BalancerFactory) -> No
 
 
 def test_retry_settings() -> None:
-    assert retry_policy(Settings()) == RetryPolicy(
+    assert retry_policy(Settings().retry) == RetryPolicy(
         frozenset({"GET", "HEAD", "OPTIONS"}), frozenset({"connect", "reset"}), 5.0, 0.2
     )
     s = load_settings(
         ["--retry-methods", "get, PUT", "--retry-on", "5xx,connect", "--retry-budget", "0.5"],
         {"LB_RETRY_TIMEOUT_S": "1.5"},
     )
-    policy = retry_policy(s)
+    policy = retry_policy(s.retry)
     assert (set(policy.methods), set(policy.on)) == ({"GET", "PUT"}, {"5xx", "connect"})
     assert (policy.timeout_s, policy.budget) == (1.5, 0.5)
-    assert retry_policy(load_settings(["--retry-methods", ""], {})).methods == frozenset()
+    assert retry_policy(load_settings(["--retry-methods", ""], {}).retry).methods == frozenset()
     for argv, message in [
         (["--retry-on", "connect,timeout"], "retry_on must be a comma list of 5xx, connect"),
         (["--retry-methods", "GET,NOT A METHOD"], "retry_methods must be a comma list"),

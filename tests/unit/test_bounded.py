@@ -153,13 +153,13 @@ def test_placing_requests_one_by_one_keeps_every_member_under_the_cap() -> None:
 
 
 def test_balance_factor_is_off_by_default_and_reaches_the_ring_settings(tmp_path: Path) -> None:
-    assert load_settings([], {}).balance_factor == 0.0
+    assert load_settings([], {}).routing.balance_factor == 0.0
     assert load_settings([], {}).ring.balance_factor == 0.0
     assert load_settings(["--balance-factor", "1.25"], {}).ring.balance_factor == 1.25
-    assert load_settings([], {"LB_BALANCE_FACTOR": "1"}).balance_factor == 1.0
+    assert load_settings([], {"LB_BALANCE_FACTOR": "1"}).routing.balance_factor == 1.0
     config = tmp_path / "lb.toml"
     config.write_text("balance_factor = 2\n")
-    assert load_settings(["--config", str(config)], {}).balance_factor == 2.0
+    assert load_settings(["--config", str(config)], {}).routing.balance_factor == 2.0
 
 
 @pytest.mark.parametrize("raw", ["0.5", "0.99", "-1", "nan", "inf", "1.25x"])
@@ -172,4 +172,4 @@ def test_bad_balance_factors_are_config_errors(raw: str) -> None:
 def test_a_haproxy_percentage_is_refused_with_a_hint(raw: str) -> None:
     with pytest.raises(ConfigError, match=r"1\.25.*not .*percentage"):
         load_settings([], {"LB_BALANCE_FACTOR": raw})
-    assert load_settings([], {"LB_BALANCE_FACTOR": "99.5"}).balance_factor == 99.5
+    assert load_settings([], {"LB_BALANCE_FACTOR": "99.5"}).routing.balance_factor == 99.5

@@ -17,12 +17,18 @@ def write(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
+def port_replicas_algorithm_slots(s: Settings) -> tuple[int, int, str, int]:
+    return (s.http.port, s.replicas.count, s.routing.algorithm, s.routing.slots)
+
+
 def test_defaults() -> None:
     s = load_settings([], {})
     assert s == Settings()
-    assert (s.host, s.port, s.replicas, s.max_replicas) == ("127.0.0.1", 5555, 3, 64)
-    assert (s.algorithm, s.hash_name, s.hash_seed) == ("slots", "xxh3", DEFAULT_SEED)
-    assert (s.slots, s.vnodes, s.probing) == (512, None, "linear")
+    assert (s.http.host, s.http.port) == ("127.0.0.1", 5555)
+    assert (s.replicas.count, s.replicas.max_count) == (3, 64)
+    r = s.routing
+    assert (r.algorithm, r.hash_name, r.hash_seed) == ("slots", "xxh3", DEFAULT_SEED)
+    assert (r.slots, r.vnodes, r.probing) == (512, None, "linear")
 
 
 def test_precedence_file_env_cli(tmp_path: Path) -> None:
@@ -31,25 +37,25 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
     cli = ["--config", config, "--port", "8000"]
 
     s = load_settings(["--config", config], {})
-    assert (s.port, s.replicas, s.algorithm, s.slots) == (6000, 4, "assignment", 256)
+    assert port_replicas_algorithm_slots(s) == (6000, 4, "assignment", 256)
 
     s = load_settings(["--config", config], env)
-    assert (s.port, s.replicas, s.algorithm, s.slots) == (7000, 5, "assignment", 256)
+    assert port_replicas_algorithm_slots(s) == (7000, 5, "assignment", 256)
 
     s = load_settings(cli, env)
-    assert (s.port, s.replicas, s.algorithm, s.slots) == (8000, 5, "assignment", 256)
+    assert port_replicas_algorithm_slots(s) == (8000, 5, "assignment", 256)
 
     s = load_settings(["--port", "8000"], env)  # no file: defaults under env under flags
-    assert (s.port, s.replicas, s.algorithm, s.slots) == (8000, 5, "slots", 512)
+    assert port_replicas_algorithm_slots(s) == (8000, 5, "slots", 512)
 
 
 def test_config_path_from_env(tmp_path: Path) -> None:
     config = write(tmp_path, "port = 6001\n")
-    assert load_settings([], {"LB_CONFIG": config}).port == 6001
+    assert load_settings([], {"LB_CONFIG": config}).http.port == 6001
     other = tmp_path / "other.toml"
     other.write_text("port = 6002\n")
     # --config wins over LB_CONFIG.
-    assert load_settings(["--config", str(other)], {"LB_CONFIG": config}).port == 6002
+    assert load_settings(["--config", str(other)], {"LB_CONFIG": config}).http.port == 6002
 
 
 def test_flags_use_dashes_and_every_type_is_coerced() -> None:
@@ -71,24 +77,24 @@ def test_flags_use_dashes_and_every_type_is_coerced() -> None:
         ],
         {"LB_UPSTREAM_TIMEOUT_S": "2.5", "LB_LOG_LEVEL": "DEBUG"},
     )
-    assert s.heartbeat_interval_s == 0.25
-    assert s.hash_seed == 16
-    assert s.points_per_weight == 40
-    assert s.key_source == "ip"
-    assert s.vnodes == 4
+    assert s.health.interval_s == 0.25
+    assert s.routing.hash_seed == 16
+    assert s.routing.points_per_weight == 40
+    assert s.http.key_source == "ip"
+    assert s.routing.vnodes == 4
     assert s.ring.vnodes == 4
-    assert (s.hash_name, s.probing) == ("blake2b", "quadratic")
-    assert s.upstream_timeout_s == 2.5
-    assert s.log_level == "DEBUG"
+    assert (s.routing.hash_name, s.routing.probing) == ("blake2b", "quadratic")
+    assert s.http.upstream_timeout_s == 2.5
+    assert s.log.level == "DEBUG"
 
 
 def test_toml_values_are_coerced(tmp_path: Path) -> None:
     config = write(tmp_path, 'heartbeat_fails = 5\nspawn_timeout_s = 3\nhost = "0.0.0.0"\n')
     s = load_settings(["--config", config], {})
-    assert s.heartbeat_fails == 5
-    assert s.spawn_timeout_s == 3.0
-    assert isinstance(s.spawn_timeout_s, float)
-    assert s.host == "0.0.0.0"
+    assert s.health.fails == 5
+    assert s.health.spawn_timeout_s == 3.0
+    assert isinstance(s.health.spawn_timeout_s, float)
+    assert s.http.host == "0.0.0.0"
 
 
 @pytest.mark.parametrize(
@@ -155,7 +161,7 @@ def test_unknown_env_vars_are_ignored() -> None:
 @pytest.mark.parametrize(("slots", "vnodes"), [(512, 9), (1024, 10), (1000, 9), (2, 1), (1, 1)])
 def test_vnodes_default_is_log2_slots(slots: int, vnodes: int) -> None:
     s = load_settings(["--slots", str(slots)], {})
-    assert s.vnodes is None
+    assert s.routing.vnodes is None
     assert s.ring.vnodes == vnodes
     assert s.ring.slots == slots
 
@@ -222,13 +228,13 @@ def test_status_sets_are_parsed_once_into_sets(tmp_path: Path) -> None:
         ["--eject-statuses", "502-504, 500", "--config", write(tmp_path, 'health_status = "200"')],
         {"LB_HEALTH_STATUS": "200-299,304", "LB_HEALTH_PATH": "/ready?deep=1"},
     )
-    assert s.eject_status_set == frozenset({500, 502, 503, 504})
-    assert s.health_status_set == frozenset(range(200, 300)) | {304}
-    assert s.health_path == "/ready?deep=1"
+    assert s.ejection.status_set == frozenset({500, 502, 503, 504})
+    assert s.health.status_set == frozenset(range(200, 300)) | {304}
+    assert s.health.path == "/ready?deep=1"
     defaults = Settings()
-    assert defaults.eject_status_set == frozenset(range(500, 600))
-    assert (defaults.health_path, defaults.health_status_set) == ("/heartbeat", frozenset({200}))
-    assert load_settings(["--retry-on", "gateway-error,5xx"], {}).retry_on_set == {
+    assert defaults.ejection.status_set == frozenset(range(500, 600))
+    assert (defaults.health.path, defaults.health.status_set) == ("/heartbeat", frozenset({200}))
+    assert load_settings(["--retry-on", "gateway-error,5xx"], {}).retry.on_set == {
         "gateway-error",
         "5xx",
     }

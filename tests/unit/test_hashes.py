@@ -193,11 +193,13 @@ def test_every_algorithm_builds_with_siphash(algorithm: Algorithm) -> None:
 
 def test_siphash_with_a_128_bit_hex_secret_from_the_environment() -> None:
     s = load_settings(["--hash-name", "siphash"], {"LB_HASH_SEED": SECRET_HEX})
-    assert (s.hash_name, s.hash_seed) == ("siphash", SECRET)
+    assert (s.routing.hash_name, s.routing.hash_seed) == ("siphash", SECRET)
     assert (s.ring.hash_name, s.ring.hash_seed) == ("siphash", SECRET)
     assert load_settings([], {"LB_HASH_NAME": "siphash", "LB_HASH_SEED": str(SECRET)}) == s
     upper = "0X" + SECRET_HEX[2:].upper()
-    assert load_settings(["--hash-name=siphash", "--hash-seed", upper], {}).hash_seed == SECRET
+    assert (
+        load_settings(["--hash-name=siphash", "--hash-seed", upper], {}).routing.hash_seed == SECRET
+    )
 
 
 @pytest.mark.parametrize(
@@ -226,7 +228,7 @@ def test_a_malformed_seed_is_not_echoed() -> None:
 
 
 def test_settings_repr_hides_the_seed() -> None:
-    s = Settings(hash_name="siphash", hash_seed=SECRET)
+    s = Settings.from_flat(hash_name="siphash", hash_seed=SECRET)
     for shown in (repr(s), str(s), repr(s.ring)):
         assert str(SECRET) not in shown and SECRET_HEX[2:] not in shown.lower()
         assert "hash_seed" not in shown

@@ -28,7 +28,7 @@ def texts(value: int) -> list[str]:
 @pytest.mark.parametrize("hash_name", KEYED)
 def test_a_keyed_hash_without_a_seed_refuses_to_start(hash_name: str) -> None:
     with pytest.raises(ConfigError, match=rf"{hash_name} needs a secret key") as raised:
-        Settings(hash_name=hash_name)  # type: ignore[arg-type]
+        Settings.from_flat(hash_name=hash_name)
     assert "LB_HASH_SEED" in str(raised.value) and "secrets.randbits" in str(raised.value)
     with pytest.raises(ConfigError, match="secret key"):
         load_settings([], {"LB_HASH_NAME": hash_name})

@@ -148,7 +148,7 @@ def test_ejection_settings_from_a_toml_file(tmp_path: Path) -> None:
     config = tmp_path / "lb.toml"
     config.write_text("eject_on_5xx = false\neject_consecutive = 0\n")
     s = load_settings(["--config", str(config)], {})
-    assert (s.eject_on_5xx, s.eject_consecutive) == (False, 0)
+    assert (s.ejection.on_5xx, s.ejection.consecutive) == (False, 0)
 
 
 def test_ejection_settings_flags_env_and_validation() -> None:
@@ -156,14 +156,14 @@ def test_ejection_settings_flags_env_and_validation() -> None:
         ["--eject-consecutive", "3", "--eject-on-5xx", "off", "--base-ejection-s", "0.5"],
         {"LB_MAX_EJECTION_S": "4", "LB_MAX_EJECTION_SHARE": "0.25"},
     )
-    assert ejection_policy(s) == EjectionPolicy(
+    assert ejection_policy(s.ejection) == EjectionPolicy(
         consecutive=3, base_s=0.5, max_s=4.0, max_share=0.25, statuses=frozenset()
     )
-    assert ejection_policy(Settings()) == EjectionPolicy()  # the documented defaults
+    assert ejection_policy(Settings().ejection) == EjectionPolicy()  # the documented defaults
     assert EjectionPolicy().statuses == frozenset(range(500, 600))  # every 5xx, as Envoy
-    assert load_settings(["--eject-on-5xx", "TRUE"], {}).eject_on_5xx is True
+    assert load_settings(["--eject-on-5xx", "TRUE"], {}).ejection.on_5xx is True
     gateway = load_settings([], {"LB_EJECT_STATUSES": "502-504"})
-    assert ejection_policy(gateway).statuses == frozenset({502, 503, 504})
+    assert ejection_policy(gateway.ejection).statuses == frozenset({502, 503, 504})
     for argv, message in [
         (["--eject-on-5xx", "maybe"], "eject_on_5xx must be true or false"),
         (["--eject-consecutive", "-1"], "eject_consecutive must be at least 0"),

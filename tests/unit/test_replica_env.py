@@ -53,9 +53,9 @@ def test_names_passed_on_purpose_are_added_but_never_the_balancers_settings() ->
 
 
 def test_replica_env_setting_is_a_checked_list_of_names() -> None:
-    assert Settings().replica_env_names == ()
+    assert Settings().runtimes["process"].env_names == ()
     s = load_settings([], {"LB_REPLICA_ENV": "HTTP_PROXY, NO_PROXY"})
-    assert s.replica_env_names == ("HTTP_PROXY", "NO_PROXY")
+    assert s.runtimes["process"].env_names == ("HTTP_PROXY", "NO_PROXY")
     for bad in ("LB_ADMIN_TOKEN", "HTTP_PROXY,LB_HASH_SEED", "NOT A NAME", "1X"):
         with pytest.raises(ConfigError, match="replica_env"):
-            Settings(replica_env=bad)
+            Settings.from_flat(replica_env=bad)
