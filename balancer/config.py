@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import tomllib
 import types
 import typing
@@ -195,15 +196,19 @@ def _parser(fields: Mapping[str, _Field]) -> argparse.ArgumentParser:
     for key, f in fields.items():
         if f.section not in groups:
             groups[f.section] = parser.add_argument_group(*_group_title(f.section))
-        groups[f.section].add_argument(f"--{key.replace('_', '-')}", dest=key, help=f.help)
+        where = f"[{f.section}] {f.name}"  # the same setting in a TOML table
+        groups[f.section].add_argument(
+            f"--{key.replace('_', '-')}", dest=key, help=f"{f.help} ({where})"
+        )
     return parser
 
 
-def _group_title(section: str) -> tuple[str, str | None]:
-    kind = _sections()[section]
+def _group_title(section: str) -> tuple[str, str]:
+    """A group's title and description: the section's name and its docstring's first part."""
+    about = " ".join(inspect.cleandoc(_sections()[section].__doc__ or "").split("\n\n")[0].split())
     if section in RUNTIMES.names():
-        return f"runtime {section}", kind.__doc__
-    return section, kind.__doc__
+        return f"runtime {section}", about
+    return section, about
 
 
 def _read_file(path: Path, fields: Mapping[str, _Field]) -> dict[str, Any]:

@@ -39,8 +39,9 @@ _PATH = re.compile(r"/[!-\"$-~]*")  # goes into a request line: printable, no sp
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    """Where a key goes: the ring's settings as configured (``ring`` is what the hashing core
-    takes, with ``vnodes`` resolved)."""
+    """Where a key goes: the algorithm, its hash and their knobs.
+
+    ``ring`` is what the hashing core takes: these, with ``vnodes`` resolved."""
 
     algorithm: Algorithm = setting(
         "slots",
@@ -261,6 +262,6 @@ class AdminSettings:
 
 @dataclass(frozen=True)
 class LogSettings:
-    """The balancer's own log (the access log is the data path's: access_log_sample)."""
+    """The balancer's own log (the sampled access log is --access-log-sample, under http)."""
 
     level: LogLevel = setting("INFO", "log_level", "DEBUG, INFO, WARNING or ERROR")
