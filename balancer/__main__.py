@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping, Sequence
 
 from balancer.app import BalancerService
 from balancer.cluster import redact
@@ -98,14 +99,7 @@ def quiet_gc() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
-        chosen = settings.runtime_settings
-        static = isinstance(chosen, StaticSettings) and chosen.backend_list
-        if static and "replicas" not in _given(argv):  # as many replicas as backends
-            count = len(chosen.backend_list)
-            settings = dataclasses.replace(
-                settings, replicas=dataclasses.replace(settings.replicas, count=count)
-            )
+        settings = configured(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
         sys.exit(f"lb-balancer: {exc}")
     logging.basicConfig(
@@ -125,10 +119,22 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(main_coro)
 
 
-def _given(argv: list[str] | None) -> set[str]:
-    args = sys.argv[1:] if argv is None else argv
-    flags = {a[2:].split("=")[0].replace("-", "_") for a in args if a.startswith("--")}
-    return flags | {k[3:].lower() for k in os.environ if k.startswith("LB_")}
+def configured(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """The settings ``argv`` and ``env`` give; a list of backends (the static runtime) also
+    sets the number of replicas, unless a flag or variable does.
+
+    Raises:
+        ConfigError: as ``load_settings``.
+    """
+    settings = load_settings(argv, env)
+    chosen = settings.runtime_settings
+    given = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+    given |= {k[3:].lower() for k in env if k.startswith("LB_")}
+    if isinstance(chosen, StaticSettings) and chosen.backend_list and "replicas" not in given:
+        count = len(chosen.backend_list)
+        replicas = dataclasses.replace(settings.replicas, count=count)
+        settings = dataclasses.replace(settings, replicas=replicas)
+    return settings
 
 
 if __name__ == "__main__":

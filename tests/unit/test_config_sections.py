@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from balancer.__main__ import configured
 from balancer.config import Settings, flat_keys, load_settings
 from balancer.control.health import HealthMonitor
 from balancer.errors import ConfigError
@@ -189,6 +190,25 @@ async def test_backends_pick_the_static_runtime_whatever_runtime_says(runtime: s
     assert isinstance(static, StaticRuntime)
     assert (await static.spawn("a", "1")).address == "127.0.0.1:9001"
     assert load_settings(["--runtime", "static"], {}).runtime == "static"  # and by name
+
+
+BACKENDS = "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "count"),
+    [
+        (["--backends", BACKENDS], {}, 3),
+        ([], {"LB_BACKENDS": BACKENDS}, 3),
+        (["--backends", BACKENDS, "--replicas=1"], {}, 1),
+        ([], {"LB_BACKENDS": BACKENDS, "LB_REPLICAS": "2"}, 2),
+        (["--runtime", "static"], {}, 3),  # no backends: the default count
+    ],
+)
+def test_backends_set_the_replica_count_unless_it_is_given(
+    argv: list[str], env: dict[str, str], count: int
+) -> None:
+    assert configured(argv, env).replicas.count == count
 
 
 @dataclass(frozen=True)
