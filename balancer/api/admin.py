@@ -51,7 +51,7 @@ from balancer.hashing import RingSettings
 from balancer.hashing.hashes import KEYED_HASHES
 from balancer.http.stats import TrafficStats
 from balancer.names import is_valid_name, server_id
-from balancer.runtimes.base import ReplicaRuntime
+from balancer.runtimes.base import Description, ReplicaRuntime
 from balancer.state.codec import membership_json
 from balancer.state.coordination import AdminRelay, AdminReply, Leadership
 from balancer.state.store import (
@@ -71,7 +71,7 @@ from balancer.wire import (
     replicas_body,
 )
 
-PIDS_MAX_AGE_S = 1.0  # how old the pids /lb/status shows may be
+DESCRIBED_MAX_AGE_S = 1.0  # how old what /lb/status shows of the runtime's replicas may be
 
 # The changes an admin token guards, as (method, route path); reads stay open.
 GUARDED = frozenset(
@@ -129,10 +129,10 @@ class AdminApi:
         self._token = admin_token.encode()  # empty: changes need no token
         # /lb/status is unauthenticated: the runtime (a Docker API call) is asked at most once
         # a second, by one request at a time, and its failure is not a 500.
-        self._pids_lock = asyncio.Lock()
-        self._pids_at = -PIDS_MAX_AGE_S
-        self._pids_epoch = -1  # a new ring (a replica started or gone) asks again at once
-        self._pids: dict[str, int | None] = {}
+        self._described_lock = asyncio.Lock()
+        self._described_at = -DESCRIBED_MAX_AGE_S
+        self._described_epoch = -1  # a new ring (a replica started or gone) asks again at once
+        self._described: dict[str, Description] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -343,21 +343,25 @@ class AdminApi:
             return _reply(503, error_body(f"The shared state store is unavailable: {exc}"))
         return _reply(200, message_body({"events": events}))
 
-    async def _replica_pids(self, epoch: int) -> dict[str, int | None]:
-        async with self._pids_lock:
-            if epoch != self._pids_epoch or time.monotonic() - self._pids_at >= PIDS_MAX_AGE_S:
+    async def _described_replicas(self, epoch: int) -> dict[str, Description]:
+        """What the runtime describes of each replica it runs (``pid``, ``container`` …)."""
+        async with self._described_lock:
+            age_s = time.monotonic() - self._described_at
+            if epoch != self._described_epoch or age_s >= DESCRIBED_MAX_AGE_S:
                 try:
                     handles = await self._runtime.list()
                 except RuntimeFailure:
                     handles = []
-                self._pids = {h.name: h.pid for h in handles}
-                self._pids_at, self._pids_epoch = time.monotonic(), epoch
-            return self._pids
+                self._described = {h.name: self._runtime.describe(h) for h in handles}
+                self._described_at, self._described_epoch = time.monotonic(), epoch
+            return self._described
 
     async def status(self, request: web.Request) -> web.Response:
         """Operator view: this instance's epoch, fingerprint and role; replicas; all instances.
 
-        ``pid`` is known on the instance that started or adopted the replica (the leader).
+        ``pid`` (the process runtime; null elsewhere) and ``container`` (Docker) are what the
+        runtime describes of a replica, known on the instance that started or adopted it (the
+        leader).
         """
         snapshot = self._view.current
         try:
@@ -366,7 +370,7 @@ class AdminApi:
             store_ok = True
         except StoreUnavailable:
             alive, instances, store_ok = frozenset(), {}, False
-        pids = await self._replica_pids(snapshot.epoch)
+        described = await self._described_replicas(snapshot.epoch)
         replicas = [
             {
                 "name": r.name,
@@ -375,7 +379,8 @@ class AdminApi:
                 "weight": r.weight,
                 "address": r.address,
                 "alive": r.name in alive,
-                "pid": pids.get(r.name),
+                "pid": None,
+                **described.get(r.name, {}),
             }
             for r in snapshot.membership.replicas
         ]

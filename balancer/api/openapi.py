@@ -131,12 +131,13 @@ def _read(
     return op
 
 
-def _closed(properties: JSON) -> JSON:
-    """An object the server always builds whole: every property, nothing else."""
+def _closed(properties: JSON, optional: JSON | None = None) -> JSON:
+    """An object the server always builds whole: every property, the ``optional`` ones where
+    they apply, nothing else."""
     return {
         "type": "object",
         "required": list(properties),
-        "properties": properties,
+        "properties": {**properties, **(optional or {})},
         "additionalProperties": False,
     }
 
@@ -264,8 +265,11 @@ def _schemas() -> JSON:
                             "weight": _int(0, MAX_WEIGHT),
                             "address": {"type": "string"},
                             "alive": {"type": "boolean"},
+                            # what the runtime describes (ReplicaRuntime.describe): the
+                            # process runtime's pid (null elsewhere), a Docker container's id
                             "pid": {"type": ["integer", "null"]},
-                        }
+                        },
+                        optional={"container": {"type": "string"}},
                     ),
                 },
                 "instances": {"type": "array", "items": {"type": "object"}},

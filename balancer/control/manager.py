@@ -276,9 +276,7 @@ class ReplicaManager:
             if server_id(handle.name) in taken:
                 raise RequestError(f"Replica hostname(s) already in use: {handle.name}")
             index = Membership(0, tuple(replicas)).free_index()
-            replicas.append(
-                Replica(handle.name, index, handle.address, pid=handle.pid, ident=handle.ident)
-            )
+            replicas.append(Replica(handle.name, index, handle.address, locator=handle.locator))
         return replicas
 
     @staticmethod

@@ -198,10 +198,8 @@ class Reconciler:
 
 
 def _locates(replica: Replica) -> bool:
-    return replica.pid is not None or bool(replica.ident)
+    return bool(replica.locator)
 
 
 def _handle_of(replica: Replica) -> ReplicaHandle:
-    return ReplicaHandle(
-        replica.name, server_id(replica.name), replica.address, replica.pid, replica.ident
-    )
+    return ReplicaHandle(replica.name, server_id(replica.name), replica.address, replica.locator)

@@ -10,8 +10,12 @@ with the deployment and the replica's name, so the daemon itself says which cont
 ours: ``list`` asks it (containers another leader started included), ``stop`` finds a container
 by label even if this instance never tracked it, and a new leader adopts by label. Every SDK
 call is blocking and runs in a thread (``asyncio.to_thread``) with the client's own timeout.
-The SDK is imported where it is first called, not with this module: ``balancer.config`` reads
-``DockerSettings`` from here, and parsing the settings must not load the SDK.
+A handle's ``locator`` is the container id; ``describe`` shows its short form. Where it departs
+from the runtime contract (``tests/runtimes``): the daemon, not this object, keeps the record,
+so ``list`` is every running container of the deployment (whoever started it), ``release``
+changes nothing, and ``close`` stops every container of the deployment. The SDK is imported
+where it is first called, not with this module: ``balancer.config`` reads ``DockerSettings``
+from here, and parsing the settings must not load the SDK.
 Must not import: aiohttp, redis.
 """
 
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from balancer.errors import RuntimeFailure
-from balancer.runtimes.base import ReplicaHandle
+from balancer.runtimes.base import Description, ReplicaHandle
 from balancer.setting import check, positive, setting
 
 if TYPE_CHECKING:
@@ -99,6 +103,9 @@ class DockerRuntime:
         except _errors().DockerException as exc:
             raise RuntimeFailure(f"cannot list replicas: {exc}") from exc
         return [self._handle(c) for c in containers]
+
+    def describe(self, handle: ReplicaHandle) -> Description:
+        return {"container": handle.locator[:12]} if handle.locator else {}
 
     async def release(self) -> None:
         """Nothing to hand over: the daemon, not this process, keeps track of the containers."""
@@ -176,7 +183,6 @@ class DockerRuntime:
             str(labels.get(LABEL_NAME, cname)),
             str(labels.get(LABEL_SERVER_ID, "")),
             f"{ip}:{self._port}",
-            None,
             str(container.id),
         )
 

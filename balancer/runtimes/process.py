@@ -4,9 +4,10 @@ Owns ``ProcessRuntime``. The runtime binds each replica's listening socket itsel
 replica host) and hands the file descriptor to the child, so there is no window in which another
 program can take the port between choosing and binding it. Children run in their own session, so
 a Ctrl-C meant for the balancer's terminal does not kill them behind the balancer's back, and they
-outlive the balancer that started them: another instance adopts them by pid. A handle's ``ident``
-is the process start time (``/proc/<pid>/stat``), so a recycled pid is never mistaken for the
-replica.
+outlive the balancer that started them: another instance adopts them by pid. A handle's
+``locator`` is ``"<pid>:<start time>"`` (the start time in clock ticks since boot, from
+``/proc/<pid>/stat``; empty where there is no ``/proc``), so a recycled pid is never mistaken for
+the replica. ``describe`` shows the pid.
 
 A replica gets an allow-listed environment (``replica_environment``), never the balancer's: the
 balancer's holds its secrets (``LB_ADMIN_TOKEN``, ``LB_HASH_SEED``, a password in
@@ -32,7 +33,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from balancer.errors import RuntimeFailure
-from balancer.runtimes.base import ReplicaHandle
+from balancer.runtimes.base import Description, ReplicaHandle
 from balancer.setting import check, comma_list, derived, env_name_checks, setting
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,19 @@ def replica_environment(
     return env
 
 
+def process_locator(pid: int, start_time: str) -> str:
+    """The locator of process ``pid`` started at ``start_time`` ("" when unknown)."""
+    return f"{pid}:{start_time}"
+
+
+def _parse_locator(locator: str) -> tuple[int, str] | None:
+    """(pid, start time) from a ``process_locator``; None when it is not one."""
+    pid, sep, start_time = locator.partition(":")
+    if not sep or not pid.isdigit() or int(pid) == 0:  # 0 would signal our own process group
+        return None
+    return int(pid), start_time
+
+
 def checked_pass_env(names: Iterable[str]) -> frozenset[str]:
     """``names`` as a set; ValueError if one is the balancer's own (``LB_*``)."""
     chosen = frozenset(names)
@@ -106,13 +120,15 @@ def checked_pass_env(names: Iterable[str]) -> frozenset[str]:
 @dataclass
 class _Child:
     handle: ReplicaHandle
+    pid: int
+    start_time: str  # "" when unknown
     process: asyncio.subprocess.Process | None  # None: adopted, not our child
 
     @property
     def running(self) -> bool:
         if self.process is not None:
             return self.process.returncode is None
-        return _same_process(self.handle)
+        return _same_process(self.pid, self.start_time)
 
 
 class ProcessRuntime:
@@ -156,10 +172,10 @@ class ProcessRuntime:
             raise RuntimeFailure(f"cannot start replica {name!r}: {exc}") from exc
         finally:
             sock.close()  # the child holds its own copy of the descriptor
-        handle = ReplicaHandle(
-            name, server_id, f"{self._host}:{port}", process.pid, _start_time(process.pid)
-        )
-        self._children[name] = _Child(handle, process)
+        start_time = _start_time(process.pid)
+        locator = process_locator(process.pid, start_time)
+        handle = ReplicaHandle(name, server_id, f"{self._host}:{port}", locator)
+        self._children[name] = _Child(handle, process.pid, start_time, process)
         log.info(
             "spawned replica %s (id %s) pid=%d at %s", name, server_id, process.pid, handle.address
         )
@@ -170,7 +186,7 @@ class ProcessRuntime:
         if child is None:
             return
         if child.process is None:
-            await self._stop_adopted(child.handle, force)
+            await self._stop_adopted(child, force)
             return
         process = child.process
         if process.returncode is None:
@@ -187,14 +203,19 @@ class ProcessRuntime:
     async def adopt(self, handle: ReplicaHandle) -> bool:
         if handle.name in self._children:
             return self._children[handle.name].running
-        if handle.pid is None or not _same_process(handle):
+        located = _parse_locator(handle.locator)
+        if located is None or not _same_process(*located):
             return False
-        self._children[handle.name] = _Child(handle, None)
-        log.info("adopted replica %s pid=%d at %s", handle.name, handle.pid, handle.address)
+        self._children[handle.name] = _Child(handle, *located, None)
+        log.info("adopted replica %s pid=%d at %s", handle.name, located[0], handle.address)
         return True
 
     async def list(self) -> list[ReplicaHandle]:
         return [c.handle for c in self._children.values() if c.running]
+
+    def describe(self, handle: ReplicaHandle) -> Description:
+        located = _parse_locator(handle.locator)
+        return {"pid": None if located is None else located[0]}
 
     async def release(self) -> None:
         self._children.clear()
@@ -202,22 +223,21 @@ class ProcessRuntime:
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(name) for name in list(self._children)))
 
-    async def _stop_adopted(self, handle: ReplicaHandle, force: bool) -> None:
+    async def _stop_adopted(self, child: _Child, force: bool) -> None:
         """Signal a process that is not our child, then poll until it is gone."""
-        assert handle.pid is not None
         for sig, wait_s in (
             (signal.SIGKILL if force else signal.SIGTERM, self._stop_grace_s),
             (signal.SIGKILL, self._stop_grace_s),
         ):
-            if not _same_process(handle):
+            if not child.running:
                 break
             with suppress(ProcessLookupError):
-                os.kill(handle.pid, sig)
+                os.kill(child.pid, sig)
             for _ in range(int(wait_s / _POLL_S)):  # not our child: no exit event to wait on
-                if not _same_process(handle):
+                if not child.running:
                     break
                 await asyncio.sleep(_POLL_S)
-        log.info("stopped adopted replica %s pid=%d", handle.name, handle.pid)
+        log.info("stopped adopted replica %s pid=%d", child.handle.name, child.pid)
 
 
 def _stat(pid: int) -> list[str]:
@@ -235,17 +255,15 @@ def _start_time(pid: int) -> str:
         return ""
 
 
-def _same_process(handle: ReplicaHandle) -> bool:
-    """True while ``handle.pid`` runs, is not a zombie, and (if known) started when recorded."""
-    if handle.pid is None:
-        return False
+def _same_process(pid: int, start_time: str) -> bool:
+    """True while ``pid`` runs, is not a zombie, and (if known) started at ``start_time``."""
     try:
-        fields = _stat(handle.pid)
+        fields = _stat(pid)
     except FileNotFoundError:
         return False
     except OSError:  # no /proc: fall back to "a process with this pid exists"
         try:
-            os.kill(handle.pid, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
@@ -253,7 +271,7 @@ def _same_process(handle: ReplicaHandle) -> bool:
         return True
     if fields[0] in ("Z", "X"):
         return False
-    return not handle.ident or fields[19] == handle.ident
+    return not start_time or fields[19] == start_time
 
 
 # -- configuration: the section and factory balancer.runtimes.registry names ------------------

@@ -2,7 +2,14 @@
 
 Owns ``StaticRuntime``. "Spawning" hands out a pooled address no current replica uses; stopping
 returns it to the pool. So a backend that fails its heartbeats leaves the ring, and rejoins
-(under a new name) once it answers again and the supervisor's retry picks it.
+(under a new name) once it answers again and the leader's next replacement picks it.
+
+Where it departs from the runtime contract (``tests/runtimes``), because it does not own the
+backends' processes: ``stop``, ``release`` and ``close`` stop routing to a backend (return its
+address to the pool), never the backend itself; ``list`` is the backends handed out, whether
+they answer or not (a backend that dies stays listed until the health checks evict it); and
+``adopt`` takes an address of the pool no replica holds, without asking the backend. A handle's
+``locator`` is the backend's address; ``describe`` shows nothing more.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -12,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from balancer.errors import ConfigError, RuntimeFailure
-from balancer.runtimes.base import ReplicaHandle
+from balancer.runtimes.base import Description, ReplicaHandle
 from balancer.setting import derived, setting
 
 
@@ -24,7 +31,8 @@ class StaticRuntime:
     async def spawn(self, name: str, server_id: str) -> ReplicaHandle:
         if not self._free:
             raise RuntimeFailure("every static backend is already in use")
-        handle = ReplicaHandle(name, server_id, self._free.pop(0))
+        address = self._free.pop(0)
+        handle = ReplicaHandle(name, server_id, address, address)
         self._used[name] = handle
         return handle
 
@@ -36,14 +44,18 @@ class StaticRuntime:
     async def adopt(self, handle: ReplicaHandle) -> bool:
         if handle.name in self._used:
             return True
-        if handle.address not in self._free:
+        address = handle.locator or handle.address  # the previous version recorded no locator
+        if address not in self._free:
             return False  # not one of our backends, or already handed to another replica
-        self._free.remove(handle.address)
-        self._used[handle.name] = handle
+        self._free.remove(address)
+        self._used[handle.name] = ReplicaHandle(handle.name, handle.server_id, address, address)
         return True
 
     async def list(self) -> list[ReplicaHandle]:
         return list(self._used.values())
+
+    def describe(self, handle: ReplicaHandle) -> Description:
+        return {}
 
     async def release(self) -> None:
         for name in list(self._used):

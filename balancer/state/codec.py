@@ -14,6 +14,7 @@ from typing import Any
 
 from balancer.hashing import ALGORITHMS, HASH_NAMES, PROBINGS, RingSettings
 from balancer.hashing.hashes import SEED_BITS
+from balancer.runtimes.base import legacy_locator
 from balancer.state.store import Membership, Replica
 
 
@@ -31,8 +32,7 @@ def membership_json(membership: Membership) -> dict[str, Any]:
                 "index": r.index,
                 "address": r.address,
                 "weight": r.weight,
-                "pid": r.pid,
-                "ident": r.ident,
+                "locator": r.locator,
             }
             for r in membership.replicas
         ],
@@ -46,8 +46,7 @@ def membership_from_json(data: dict[str, Any]) -> Membership:
             int(r["index"]),
             r["address"],
             int(r["weight"]),
-            None if r.get("pid") is None else int(r["pid"]),
-            str(r.get("ident", "")),
+            _locator(r),
         )
         for r in data["replicas"]
     )
@@ -60,6 +59,13 @@ def membership_from_json(data: dict[str, Any]) -> Membership:
         None if settings is None else settings_from_json(settings, RingSettings()),
         str(data.get("ring_state", "")),
     )
+
+
+def _locator(replica: dict[str, Any]) -> str:
+    """A member's runtime locator; the previous version wrote ``pid`` and ``ident`` instead."""
+    if "locator" in replica:
+        return str(replica["locator"])
+    return legacy_locator(replica.get("pid"), replica.get("ident"))
 
 
 _INT_LIMITS = {"points_per_weight": (1, 10_000), "slots": (1, 1 << 20), "vnodes": (1, 1 << 20)}

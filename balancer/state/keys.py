@@ -6,7 +6,7 @@ Owns the names only (no I/O). Layout:
   lb:alive:<name>      string with a TTL: the replica passed a heartbeat recently
   lb:leader            string with a TTL: "<instance>:<token>" of the current leader
   lb:fence             counter: the fencing token of the latest leader
-  lb:replicas          hash name → JSON runtime record (pid/address…) of every started replica
+  lb:replicas          hash name → JSON runtime record (address, locator…) of every started replica
   lb:instance:<id>     string with a TTL: JSON status of one balancer instance
   lb:admin:queue       list: /add and /rm requests followers hand to the leader
   lb:admin:reply:<id>  list with a TTL: the leader's answer to one handed-over request

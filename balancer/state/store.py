@@ -41,8 +41,8 @@ class Replica:
     index: int
     address: str  # "host:port" the balancer forwards to
     weight: int = 1
-    pid: int | None = None  # the runtime's record, kept here too so a restored document
-    ident: str = ""  # (after the store lost its data) still lets a new leader adopt it
+    locator: str = ""  # the runtime's (opaque), kept here too so a restored document (after
+    # the store lost its data) still lets a new leader adopt the replica
 
     def member(self) -> Member:
         return Member(self.name, self.index, self.weight)

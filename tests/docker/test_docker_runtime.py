@@ -96,7 +96,9 @@ async def test_another_runtime_adopts_and_stops_a_replica(
     assert [h.name for h in await successor.list()] == ["S1"]
     await successor.stop("S1")
     assert await runtime.list() == []
-    assert not client.containers.list(all=True, filters={"id": handle.ident})
+    assert not client.containers.list(
+        all=True, filters={"id": str(runtime.describe(handle)["container"])}
+    )
 
 
 async def test_other_deployments_are_invisible(
@@ -119,8 +121,8 @@ async def test_a_crashed_containers_name_can_be_reused(
     client, network: str, runtime: DockerRuntime
 ) -> None:  # type: ignore[no-untyped-def]
     handle = await runtime.spawn("S3", "S3")
-    client.containers.get(handle.ident).kill()
+    client.containers.get(runtime.describe(handle)["container"]).kill()
     assert await runtime.list() == []  # exited: not running
     again = await runtime.spawn("S3", "S3")  # the exited container is removed first
     assert [h.name for h in await runtime.list()] == ["S3"]
-    assert again.ident != handle.ident
+    assert again.locator != handle.locator

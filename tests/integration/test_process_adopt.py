@@ -1,5 +1,5 @@
 """``ProcessRuntime.adopt``: a second runtime (the next leader) takes over a replica process that
-another runtime started, by pid and start time, and can list and stop it.
+another runtime started, by pid and start time (its handle's locator), and can list and stop it.
 
 Real ``python -m server`` children. Every process a test starts is stopped by the runtime that
 started it (which also reaps it), whatever the outcome.
@@ -19,7 +19,7 @@ import pytest
 
 from balancer.control.health import probe, wait_ready
 from balancer.runtimes.base import ReplicaHandle
-from balancer.runtimes.process import ProcessRuntime
+from balancer.runtimes.process import ProcessRuntime, process_locator
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/self/stat"), reason="adoption checks the start time in /proc"
@@ -40,6 +40,19 @@ def state(pid: int) -> str | None:
             return f.read().rpartition(")")[2].split()[0]
     except FileNotFoundError:
         return None
+
+
+def start_time(pid: int) -> str:
+    """The process start time in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[19]
+
+
+def pid_of(handle: ReplicaHandle) -> int:
+    """The pid the process runtime describes (tests do not read the locator themselves)."""
+    pid = ProcessRuntime().describe(handle)["pid"]
+    assert isinstance(pid, int)
+    return pid
 
 
 def running(pid: int) -> bool:
@@ -78,7 +91,7 @@ async def test_a_second_runtime_adopts_lists_and_stops_a_replica(
     starter: ProcessRuntime, session: aiohttp.ClientSession
 ) -> None:
     handle = await spawn_ready(starter, session, "Server 1")
-    assert handle.pid is not None and handle.ident
+    assert handle.locator == process_locator(pid_of(handle), start_time(pid_of(handle)))
     heir = ProcessRuntime(stop_grace_s=2.0)
     try:
         assert await heir.adopt(handle) is True
@@ -89,7 +102,7 @@ async def test_a_second_runtime_adopts_lists_and_stops_a_replica(
         started = time.monotonic()
         await heir.stop(handle.name)
         assert time.monotonic() - started < 2.0  # SIGTERM sufficed, no kill deadline waited
-        assert not running(handle.pid)
+        assert not running(pid_of(handle))
         assert await heir.list() == []
         assert not await probe(session, handle.address, 0.5)
         await heir.stop(handle.name)  # no longer tracked: ignored
@@ -102,14 +115,14 @@ async def test_a_handle_with_another_start_time_is_not_adopted(
 ) -> None:
     """The pid is running, but it is not the process recorded (the pid was recycled)."""
     handle = await spawn_ready(starter, session, "Server 2")
-    assert handle.pid is not None
-    recycled = replace(handle, ident=str(int(handle.ident) + 1))
+    pid = pid_of(handle)
+    recycled = replace(handle, locator=process_locator(pid, str(int(start_time(pid)) + 1)))
     heir = ProcessRuntime(stop_grace_s=2.0)
     try:
         assert await heir.adopt(recycled) is False
         assert await heir.list() == []
         await heir.close()  # must not touch a process it did not adopt
-        assert running(handle.pid)
+        assert running(pid)
         assert await probe(session, handle.address, 2.0)
     finally:
         await heir.close()
@@ -119,14 +132,15 @@ async def test_a_dead_pid_is_not_adopted(
     starter: ProcessRuntime, session: aiohttp.ClientSession
 ) -> None:
     handle = await spawn_ready(starter, session, "Server 3")
-    assert handle.pid is not None
+    pid = pid_of(handle)
     await starter.stop(handle.name)  # gone (and reaped) before the next leader looks
-    assert state(handle.pid) is None
+    assert state(pid) is None
     heir = ProcessRuntime()
     try:
         assert await heir.adopt(handle) is False
-        assert await heir.adopt(replace(handle, ident="")) is False  # no start time to compare
-        assert await heir.adopt(replace(handle, pid=None)) is False  # no pid recorded at all
+        no_start_time = replace(handle, locator=process_locator(pid, ""))
+        assert await heir.adopt(no_start_time) is False  # no start time to compare
+        assert await heir.adopt(replace(handle, locator="")) is False  # no locator at all
         assert await heir.list() == []
     finally:
         await heir.close()
@@ -136,7 +150,6 @@ async def test_an_adopted_replica_that_dies_drops_out_of_the_list(
     starter: ProcessRuntime, session: aiohttp.ClientSession
 ) -> None:
     handle = await spawn_ready(starter, session, "Server 4")
-    assert handle.pid is not None
     heir = ProcessRuntime()
     try:
         assert await heir.adopt(handle) is True
@@ -152,19 +165,18 @@ async def test_release_leaves_an_adopted_replica_running(
     starter: ProcessRuntime, session: aiohttp.ClientSession
 ) -> None:
     handle = await spawn_ready(starter, session, "Server 5")
-    assert handle.pid is not None
     heir = ProcessRuntime()
     assert await heir.adopt(handle) is True
     await heir.release()
     assert await heir.list() == []
     await heir.close()  # nothing tracked: stops nothing
-    assert running(handle.pid)
+    assert running(pid_of(handle))
     # Yet another leader can still adopt and stop it.
     third = ProcessRuntime()
     try:
         assert await third.adopt(handle) is True
         await third.stop(handle.name, force=True)
-        assert not running(handle.pid)
+        assert not running(pid_of(handle))
     finally:
         await third.close()
 
@@ -173,8 +185,7 @@ async def test_stopping_an_adopted_replica_that_ignores_sigterm_kills_it() -> No
     starter = ProcessRuntime(command=STUBBORN, stop_grace_s=2.0)
     try:
         handle = await starter.spawn("stubborn", "stubborn")
-        assert handle.pid is not None
-        pid = handle.pid
+        pid = pid_of(handle)
         deadline = time.monotonic() + 10
         while not ignores_sigterm(pid):
             assert time.monotonic() < deadline, "the child never installed its SIGTERM handler"

@@ -57,8 +57,9 @@ async def test_a_spawned_replica_gets_no_secret_of_the_balancer(
     runtime = ProcessRuntime(stop_grace_s=2.0)
     try:
         handle = await runtime.spawn("Server 1", "1")
-        assert handle.pid is not None
-        env = environ_of(handle.pid)
+        pid = runtime.describe(handle)["pid"]
+        assert isinstance(pid, int)
+        env = environ_of(pid)
     finally:
         await runtime.close()
     assert env["SERVER_ID"] == "1"

@@ -54,8 +54,8 @@ async def backend(request: pytest.FixtureRequest, redis_url: str | None) -> Asyn
             await store.close()
 
 
-def replica(i: int, *, pid: int | None = None, ident: str = "") -> Replica:
-    return Replica(f"S{i}", i, f"127.0.0.1:{9000 + i}", 1, pid, ident)
+def replica(i: int, *, locator: str = "") -> Replica:
+    return Replica(f"S{i}", i, f"127.0.0.1:{9000 + i}", 1, locator)
 
 
 def by_name(handles: list[ReplicaHandle]) -> dict[str, ReplicaHandle]:
@@ -98,13 +98,13 @@ async def test_a_refused_commit_leaves_the_target_alone(backend: Backend) -> Non
     assert await b.membership() == Membership(1, (replica(1),), 5)
 
 
-async def test_member_pid_and_ident_survive_a_commit(backend: Backend) -> None:
-    members = [replica(1, pid=4321, ident="98765"), replica(2)]
+async def test_member_locator_survives_a_commit(backend: Backend) -> None:
+    members = [replica(1, locator="4321:98765"), replica(2)]
     await backend.make().commit(members, expected_epoch=0, target=2)
     read = await backend.make().membership()
     assert read.replicas == tuple(members)
-    assert read.replicas[0].pid == 4321 and read.replicas[0].ident == "98765"
-    assert read.replicas[1].pid is None and read.replicas[1].ident == ""
+    assert read.replicas[0].locator == "4321:98765"
+    assert read.replicas[1].locator == ""
 
 
 # --- restore (the store lost its data) ----------------------------------------------------------
@@ -116,7 +116,7 @@ async def test_restore_writes_a_newer_membership_back_and_wakes_waiters(backend:
     waiting = asyncio.create_task(watcher.wait_for_change(0, 5.0))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    known = Membership(7, (replica(1, pid=10, ident="t"), replica(3)), 4)
+    known = Membership(7, (replica(1, locator="10:t"), replica(3)), 4)
     assert await store.restore(known) is True
     await asyncio.wait_for(waiting, 2.0)
     assert await watcher.membership() == known
@@ -159,29 +159,29 @@ async def test_events_are_shared_bounded_and_newest_first(backend: Backend) -> N
 async def test_runtime_records_round_trip_between_instances(backend: Backend) -> None:
     writer, reader = backend.make(), backend.make()
     assert await reader.handles() == []
-    process = ReplicaHandle("Server 1", "1", "127.0.0.1:41001", 123456, "8877665")
-    static = ReplicaHandle("web-3", "web-3", "10.0.0.3:80")  # pid None, ident ""
-    odd = ReplicaHandle("Server é", "é", "[::1]:8080", 0, "0")  # pid 0 is a pid, not None
+    process = ReplicaHandle("Server 1", "1", "127.0.0.1:41001", "123456:8877665")
+    static = ReplicaHandle("web-3", "web-3", "10.0.0.3:80")  # no locator
+    odd = ReplicaHandle("Server é", "é", "[::1]:8080", "0")  # "0" is a locator, not none
     for handle in (process, static, odd):
         await writer.record_handle(handle)
     read = by_name(await reader.handles())
     assert read == {"Server 1": process, "web-3": static, "Server é": odd}
-    assert read["web-3"].pid is None and read["web-3"].ident == ""
-    assert read["Server é"].pid == 0
-    assert all(type(h.pid) in (int, type(None)) for h in read.values())
+    assert read["web-3"].locator == ""
+    assert read["Server é"].locator == "0"
+    assert all(type(h.locator) is str for h in read.values())
 
 
 async def test_recording_a_name_again_replaces_its_record(backend: Backend) -> None:
     store = backend.make()
-    await store.record_handle(ReplicaHandle("S1", "S1", "127.0.0.1:1", 11, "a"))
-    await store.record_handle(ReplicaHandle("S1", "S1", "127.0.0.1:2", 22, "b"))
-    assert await backend.make().handles() == [ReplicaHandle("S1", "S1", "127.0.0.1:2", 22, "b")]
+    await store.record_handle(ReplicaHandle("S1", "S1", "127.0.0.1:1", "11:a"))
+    await store.record_handle(ReplicaHandle("S1", "S1", "127.0.0.1:2", "22:b"))
+    assert await backend.make().handles() == [ReplicaHandle("S1", "S1", "127.0.0.1:2", "22:b")]
 
 
 async def test_drop_handle_forgets_one_record(backend: Backend) -> None:
     store = backend.make()
     for i in (1, 2, 3):
-        await store.record_handle(ReplicaHandle(f"S{i}", f"S{i}", f"127.0.0.1:{i}", i))
+        await store.record_handle(ReplicaHandle(f"S{i}", f"S{i}", f"127.0.0.1:{i}", str(i)))
     await backend.make().drop_handle("S2")
     await store.drop_handle("never-recorded")  # not an error
     assert sorted(by_name(await store.handles())) == ["S1", "S3"]
@@ -189,7 +189,7 @@ async def test_drop_handle_forgets_one_record(backend: Backend) -> None:
 
 async def test_records_are_independent_of_membership(backend: Backend) -> None:
     store = backend.make()
-    await store.record_handle(ReplicaHandle("S7", "S7", "127.0.0.1:7", 7))
+    await store.record_handle(ReplicaHandle("S7", "S7", "127.0.0.1:7", "7"))
     await store.commit([replica(1)], expected_epoch=0, target=1)
     await store.commit([], expected_epoch=1, target=None)
     assert [h.name for h in await backend.make().handles()] == ["S7"]
@@ -278,7 +278,7 @@ CALLS: dict[str, Call] = {
     "mark_alive": lambda s: s.mark_alive("S1", 1.0),
     "mark_dead": lambda s: s.mark_dead("S1"),
     "alive": lambda s: s.alive(),
-    "record_handle": lambda s: s.record_handle(ReplicaHandle("S1", "S1", "h:1", 1, "x")),
+    "record_handle": lambda s: s.record_handle(ReplicaHandle("S1", "S1", "h:1", "1:x")),
     "drop_handle": lambda s: s.drop_handle("S1"),
     "handles": lambda s: s.handles(),
     "announce": lambda s: s.announce("i", {"a": 1}, 1.0),
@@ -293,7 +293,7 @@ async def fake_server() -> AsyncIterator[tuple[fakeredis.FakeServer, RedisStore]
     store = RedisStore(fakeredis.aioredis.FakeRedis(server=server), prefix="t:")
     # Some state to read back, so a method that answered from a cache would be caught.
     await store.commit([replica(1)], expected_epoch=0, target=1)
-    await store.record_handle(ReplicaHandle("S1", "S1", "h:1", 1))
+    await store.record_handle(ReplicaHandle("S1", "S1", "h:1", "1"))
     await store.announce("i", {"a": 1}, 30.0)
     await store.mark_alive("S1", 30.0)
     yield server, store

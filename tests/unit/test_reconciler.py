@@ -155,8 +155,8 @@ async def test_a_member_whose_record_was_lost_is_adopted_by_what_it_carries(
     lost = await rig.runtime.previous.spawn("lost-record", "lost-record")
     await rig.store.commit(
         [
-            Replica("kept", 1, kept.address, pid=101, ident="a"),
-            Replica("lost-record", 2, lost.address, pid=102, ident="b"),
+            Replica("kept", 1, kept.address, locator=kept.locator),
+            Replica("lost-record", 2, lost.address, locator=lost.locator),
         ],
         expected_epoch=0,
         target=2,

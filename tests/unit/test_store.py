@@ -228,7 +228,7 @@ async def test_withdraw_removes_an_instance_at_once() -> None:
 async def test_records_and_target_are_independent_of_liveness() -> None:
     clock = FakeClock()
     store = InMemoryStore(clock=clock)
-    handle = ReplicaHandle("a", "a", "127.0.0.1:1", 42, "7")
+    handle = ReplicaHandle("a", "a", "127.0.0.1:1", "42:7")
     await store.record_handle(handle)
     await store.mark_alive("a", ttl_s=1.0)
     m = await store.commit(replicas("a"), expected_epoch=0, target=4)
