@@ -29,6 +29,8 @@ class StaticRuntime:
         self._used: dict[str, ReplicaHandle] = {}
 
     async def spawn(self, name: str, server_id: str) -> ReplicaHandle:
+        if name in self._used:  # a second address under one name would never return to the pool
+            raise RuntimeFailure(f"replica {name!r} is already running")
         if not self._free:
             raise RuntimeFailure("every static backend is already in use")
         address = self._free.pop(0)

@@ -120,8 +120,8 @@ async def test_an_old_document_and_record_in_redis_adopt_their_process(
     try:
         old = old_document(handle.address, pid, start_time(pid))
         await redis.hset(keys.membership("t:"), mapping={"epoch": 3, "doc": json.dumps(old)})
-        record = {"name": "Server 1", "server_id": "1", "address": handle.address}
-        record |= {"pid": pid, "ident": start_time(pid)}
+        record: dict[str, object] = {"name": "Server 1", "server_id": "1"}
+        record |= {"address": handle.address, "pid": pid, "ident": start_time(pid)}
         await redis.hset(keys.replicas("t:"), "Server 1", json.dumps(record))
         member = (await store.membership()).replicas[0]
         (recorded,) = await store.handles()
