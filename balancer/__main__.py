@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from balancer.app import BalancerService
 from balancer.cluster import redact
 from balancer.config import Settings, load_settings
 from balancer.errors import ConfigError
-from balancer.http.workers import ADMIN_ENV, ID_ENV, run_worker
+from balancer.http.workers import ADMIN_ENV, ID_ENV, INTERNAL_ENV, quiet_gc, run_worker
 from balancer.runtimes.base import ReplicaRuntime
 from balancer.runtimes.registry import RUNTIMES
 from balancer.runtimes.static import StaticSettings
@@ -84,19 +83,6 @@ async def _shared_service(
     )
 
 
-def quiet_gc() -> None:
-    """Keep garbage-collector pauses out of the request tail.
-
-    The data path allocates short-lived objects only (refcounting frees them), so cyclic
-    collections find almost nothing; what they cost is walking the long-lived startup objects.
-    Freezing those and collecting the youngest generation less often removes most of the pause
-    time without letting garbage build up.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = configured(sys.argv[1:] if argv is None else argv, os.environ)
@@ -107,9 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    admin = os.environ.get(ADMIN_ENV)
+    admin, internal = os.environ.get(ADMIN_ENV), os.environ.get(INTERNAL_ENV)
     main_coro = (
-        run_worker(settings, admin, os.environ.get(ID_ENV, "?")) if admin else serve(settings)
+        run_worker(settings, admin, internal, os.environ.get(ID_ENV, "?"))
+        if admin and internal
+        else serve(settings)
     )
     try:
         import uvloop

@@ -1,16 +1,22 @@
-"""The balancer process: every component wired together, started and stopped in phases.
+"""The balancer process: the composition root, read top to bottom.
 
-Owns ``BalancerService``. Startup phases (each undone in reverse by ``stop``):
-  1. a probe ``ClientSession``, the upstream pool and the ring view (loaded, then watched);
-  2. the aiohttp admin app (``/rep``, ``/add``, ``/rm``, ``/lb/status``, ``/metrics``) on a
-     private unix socket, which the data path forwards admin paths to;
-  3. leadership: campaign, and while leader adopt, boot N (normally ready before phase 4),
-     monitor and replace; every instance announces its status in the store. On stop, a single
-     instance stops its replicas; of shared instances only the last one out does (the others
-     leave them running for the next leader to adopt);
-  4. the data path listening on ``host:port``, and its timeout sweeper.
-Must not import: redis, docker (store, runtime and coordination arrive ready-made from
-``__main__``/tests).
+Owns ``BalancerService``. ``__init__`` builds every object (nothing is filled in later); the
+components below are cleanup contexts (``balancer.lifecycle``), started in this order and stopped
+in reverse:
+  1. ``_probes``: the session the health checks and readiness probes share;
+  2. ``_ring``: the ring view loaded from the store and watched, and the movement log;
+  3. ``_sockets``: the admin app (``/rep``, ``/add``, ``/rm``, ``/lb/*``, ``/metrics``) on a
+     private unix socket, which the data path forwards admin paths to, and the internal app
+     (worker processes only) on another;
+  4. ``_leadership``: the campaign; on stop, a single instance stops its replicas and of shared
+     instances only the last one out does (the others leave them for the next leader to adopt),
+     then the lease is released;
+  5. ``_leader_duties``: while leader, the reconciler, the health monitor and the admin relay;
+     the data path waits (bounded) until the first term has booted the replicas;
+  6. ``_announcer``: this instance's status in the store, and the replicas held down;
+  7. ``_data_path``: the frontend listening on ``host:port``, and its timeout sweeper;
+  8. ``_workers``: more data-path processes on the same port.
+Must not import: redis, docker (state and runtime arrive ready-made from ``__main__``/tests).
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from balancer.api.admin import AdminApi
 from balancer.api.discovery import TargetsApi
+from balancer.api.internal import InternalApi
 from balancer.api.metrics import Liveness, TrafficCollector, metrics_handler
 from balancer.api.openapi import routes as openapi_routes
 from balancer.api.routing import RoutingApi
@@ -43,31 +51,24 @@ from balancer.control.movement_log import MovementLog
 from balancer.control.plan import Policy
 from balancer.control.reconciler import Reconciler
 from balancer.errors import LBError, StoreUnavailable
-from balancer.http.accesslog import AccessLog
-from balancer.http.frontend import (
-    Frontend,
-    connection_limit,
-    ejection_policy,
-    retry_policy,
-    timeouts,
-)
-from balancer.http.keysource import RawKeyExtractor, parse_key_sources
+from balancer.http.frontend import configured_frontend
 from balancer.http.stats import TrafficStats
-from balancer.http.upstream import UpstreamPool
 from balancer.http.workers import WorkerSet
+from balancer.lifecycle import Lifecycle
 from balancer.runtimes.base import ReplicaRuntime
 from balancer.state.coordination import AdminRelay, Leadership, NoRelay, SoloLeadership
 from balancer.state.store import Store
-from balancer.state.view import RingView, Snapshot
+from balancer.state.view import RingView
 
 log = logging.getLogger(__name__)
 
 _STOP_REPLICAS_S = 10.0
 _ANNOUNCE_EVERY_S = 1.0
+_CLOSE_SERVER_S = 5.0
 
 
 class BalancerService:
-    """One balancer process (see the module docstring)."""
+    """One balancer process (see the module docstring). Build it in a running event loop."""
 
     def __init__(
         self,
@@ -79,137 +80,38 @@ class BalancerService:
         relay: AdminRelay | None = None,
         worker_argv: Sequence[str] = (),
     ) -> None:
-        self.settings = settings
+        s = settings
+        self.settings = s
         self.store = store
         self.runtime = runtime
         self.shared = leadership is not None  # other instances share the store
         self.leadership: Leadership = leadership or SoloLeadership()
         self.relay: AdminRelay = relay or NoRelay()
-        self.instance_id = settings.state.instance_id or f"solo:{settings.http.port}"
-        self.view = RingView(store, settings.ring)
-        self.stats = TrafficStats()
-        self.movement = MovementLog(store, settings.ring)
-        self.registry = CollectorRegistry()
-        self.liveness = Liveness(self.view, self.leadership)  # for lb_replica_up, read at scrape
-        self.registry.register(
-            TrafficCollector(self.stats, self.view, self.liveness, self.movement)
-        )
-        self.pool = UpstreamPool(connect_timeout_s=settings.http.upstream_connect_timeout_s)
-        self.view.listeners.append(self._on_ring_swap)
-        self.port = 0
-        self._worker_argv = list(worker_argv)
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
-        self.duties: LeaderDuties | None = None
+        self.instance_id = s.state.instance_id or f"solo:{s.http.port}"
+        self.port = 0  # the data path's, once it listens
         self._beats = 0  # announcements so far: peers see a live instance's count move
-        self.manager: ReplicaManager | None = None
-        self.frontend: Frontend | None = None
-
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _start(self) -> None:
-        s = self.settings
-        stack = self._stack
-        # Phase 1: probe session, pool, ring view.
-        probe_session = aiohttp.ClientSession(
+        # Private sockets: the directory is only this user's (mkdtemp makes it 0700).
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="lb-admin-"))
+        self.admin_address = f"unix:{self._socket_dir / 'admin.sock'}"
+        self.internal_address = f"unix:{self._socket_dir / 'internal.sock'}"
+        # The ring every request is routed on, and what happened to it.
+        self.view = RingView(store, s.ring)
+        self.stats = TrafficStats()
+        self.movement = MovementLog(store, s.ring)
+        # The leader's control plane.
+        self.probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, limit=0),
             timeout=aiohttp.ClientTimeout(total=s.health.timeout_s),
         )
-        stack.push_async_callback(probe_session.close)
-        stack.callback(self.pool.close)
-        try:
-            await self.view.refresh()
-        except StoreUnavailable as exc:  # start anyway: serve 503 until the store is back
-            log.error("%s; starting with an empty ring", exc)
-        self._spawn(self.view.watch(), "ring watcher")
-        self._spawn(self.movement.run(), "movement log")
-        # Phase 2: admin app on a private unix socket.
-        self.manager = manager = self._manager(probe_session)
-        admin = AdminApi(
-            manager,
-            self.store,
-            self.view,
-            self.runtime,
-            self.stats,
-            leadership=self.leadership,
-            relay=self.relay,
-            instance_id=self.instance_id,
-            admin_token=s.admin.token,
-        )
-        admin_address = await self._serve_admin(admin)
-        # Phase 3: leadership and the replicas.
-        campaign = asyncio.get_running_loop().create_task(self.leadership.run(), name="campaign")
-        stack.push_async_callback(self._resign, campaign)
-        stack.push_async_callback(self._retire)
-        self.duties = self._duties(manager, probe_session, admin)
-        self._spawn(self.duties.run(), "leader duties")
-        self._spawn(self._announce(), "announcer")
-        with contextlib.suppress(TimeoutError):  # a follower does not wait for a slow leader
-            async with asyncio.timeout(s.health.spawn_timeout_s + s.state.leader_ttl_s):
-                await self.duties.ready.wait()
-        # Phase 4: the data path.
-        http = s.http
-        keys = RawKeyExtractor(parse_key_sources(http.key_source))
-        self.frontend = fe = Frontend(
-            self.view,
-            self.pool,
-            self.stats,
-            keys,
-            admin_address=admin_address,
-            retries=s.retry.retries,
-            timeouts=timeouts(http),
-            max_connections=connection_limit(http),
-            access=AccessLog(http.access_log_sample),
-            retry=retry_policy(s.retry),
-            ejection=ejection_policy(s.ejection),
-        )
-        server = await fe.listen(http.host, http.port, reuse_port=http.workers > 1)
-        stack.callback(fe.close_all)
-        stack.push_async_callback(_close_server, server)
-        self.port = server.sockets[0].getsockname()[1]
-        self._spawn(fe.run_sweeper(), "sweeper")
-        if http.workers > 1:
-            workers = WorkerSet(http.workers, admin_address, self._worker_argv)
-            stack.push_async_callback(workers.stop)
-            await workers.start()
-        log.info(
-            "balancing on http://%s:%d (instance %s, admin at %s)",
-            http.host,
-            self.port,
-            self.instance_id,
-            admin_address,
-        )
-
-    async def stop(self) -> None:
-        """Stop accepting, cancel background tasks, stop the replicas, release everything."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._stack.aclose()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
-
-    def _manager(self, probe_session: aiohttp.ClientSession) -> ReplicaManager:
-        s = self.settings
-        ready = partial(
-            wait_ready,
-            probe_session,
-            timeout_s=s.health.spawn_timeout_s,
-            check=health_check(s.health),
-        )
-        return ReplicaManager(
-            self.store,
-            self.runtime,
-            ready,
+        self.manager = ReplicaManager(
+            store,
+            runtime,
+            partial(
+                wait_ready,
+                self.probe_session,
+                timeout_s=s.health.spawn_timeout_s,
+                check=health_check(s.health),
+            ),
             self.view.refresh,
             max_replicas=s.replicas.max_count,
             alive_ttl_s=s.health.alive_ttl_s,
@@ -217,47 +119,170 @@ class BalancerService:
             ring_settings=s.ring,
             on_commit=self.movement.committed,
         )
-
-    def _duties(
-        self, manager: ReplicaManager, probe_session: aiohttp.ClientSession, admin: AdminApi
-    ) -> LeaderDuties:
-        s = self.settings
-        reconciler = Reconciler(
+        self.reconciler = Reconciler(
             Policy(s.replicas.count, s.health.replace_after_s),
-            manager,
-            self.store,
-            self.runtime,
+            self.manager,
+            store,
+            runtime,
             known=lambda: self.view.current.membership,
-            down=lambda: monitor.down_since,
+            down=lambda: self.monitor.down_since,
         )
-        monitor = HealthMonitor(
-            self.store,
+        self.monitor = HealthMonitor(
+            store, self.view, self.probe_session, s.health, on_change=self.reconciler.wake
+        )
+        self.view.listeners.append(lambda _old, _new: self.reconciler.wake())
+        self.admin = AdminApi(
+            self.manager,
+            store,
             self.view,
-            probe_session,
-            s.health,
-            on_change=reconciler.wake,
+            runtime,
+            self.stats,
+            leadership=self.leadership,
+            relay=self.relay,
+            instance_id=self.instance_id,
+            admin_token=s.admin.token,
         )
-        self.view.listeners.append(lambda _old, _new: reconciler.wake())
-        self.liveness.monitor = monitor
-        return LeaderDuties(self.leadership, reconciler, monitor, self.relay, admin.apply)
+        self.duties = LeaderDuties(
+            self.leadership, self.reconciler, self.monitor, self.relay, self.admin.apply
+        )
+        # What this instance shows: metrics, liveness as it knows it.
+        self.liveness = Liveness(self.view, self.leadership, self.monitor)
+        self.registry = CollectorRegistry()
+        self.registry.register(
+            TrafficCollector(self.stats, self.view, self.liveness, self.movement)
+        )
+        # The data path.
+        self.frontend = configured_frontend(
+            self.view,
+            self.stats,
+            http=s.http,
+            retry=s.retry,
+            ejection=s.ejection,
+            admin_address=self.admin_address,
+        )
+        self.pool = self.frontend.pool
+        self.workers = WorkerSet(
+            s.http.workers, self.admin_address, self.internal_address, worker_argv
+        )
+        self._lifecycle = Lifecycle(
+            [
+                ("probe session", self._probes),
+                ("ring view", self._ring),
+                ("admin sockets", self._sockets),
+                ("leadership", self._leadership),
+                ("leader duties", self._leader_duties),
+                ("announcer", self._announcer),
+                ("data path", self._data_path),
+                ("workers", self._workers),
+            ]
+        )
 
-    async def _serve_admin(self, admin: AdminApi) -> str:
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[admin.middleware])
-        app.router.add_routes(admin.routes())
+    async def start(self) -> None:
+        """Start every component in order (those started are stopped again if one fails)."""
+        try:
+            await self._lifecycle.start()
+        except BaseException:
+            await self._close_unstarted()
+            raise
+
+    async def stop(self) -> None:
+        """Stop every component in reverse order: stop accepting, stop leading (and the
+        replicas, if this is the last instance), release the sockets and sessions."""
+        try:
+            await self._lifecycle.stop()
+        finally:
+            await self._close_unstarted()
+
+    # -- components, in start order -------------------------------------------------------
+
+    async def _probes(self) -> AsyncIterator[None]:
+        yield
+        await self.probe_session.close()
+
+    async def _ring(self) -> AsyncIterator[None]:
+        try:
+            await self.view.refresh()
+        except StoreUnavailable as exc:  # start anyway: serve 503 until the store is back
+            log.error("%s; starting with an empty ring", exc)
+        async with (
+            _running(self.view.watch(), "ring watcher"),
+            _running(self.movement.run(), "movement log"),
+        ):
+            yield
+
+    async def _sockets(self) -> AsyncIterator[None]:
+        admin = await _serve_unix(self._admin_app(), self.admin_address)
+        try:
+            internal = await _serve_unix(
+                InternalApi(self.view, self.stats).app(), self.internal_address
+            )
+            try:
+                yield
+            finally:
+                await internal.cleanup()
+        finally:
+            await admin.cleanup()
+
+    async def _leadership(self) -> AsyncIterator[None]:
+        async with _running(self.leadership.run(), "campaign"):
+            try:
+                yield
+            finally:
+                await self._retire()  # still leading: the last one out stops the replicas
+        await self.leadership.release()
+
+    async def _leader_duties(self) -> AsyncIterator[None]:
+        s = self.settings
+        async with _running(self.duties.run(), "leader duties"):
+            with contextlib.suppress(TimeoutError):  # a follower does not wait for a slow leader
+                async with asyncio.timeout(s.health.spawn_timeout_s + s.state.leader_ttl_s):
+                    await self.duties.ready.wait()
+            yield
+
+    async def _announcer(self) -> AsyncIterator[None]:
+        async with _running(self._announce(), "announcer"):
+            yield
+
+    async def _data_path(self) -> AsyncIterator[None]:
+        http = self.settings.http
+        server = await self.frontend.listen(http.host, http.port, reuse_port=http.workers > 1)
+        self.port = server.sockets[0].getsockname()[1]
+        log.info(
+            "balancing on http://%s:%d (instance %s, admin at %s)",
+            http.host,
+            self.port,
+            self.instance_id,
+            self.admin_address,
+        )
+        try:
+            async with _running(self.frontend.run_sweeper(), "sweeper"):
+                yield
+        finally:
+            server.close()
+            self.frontend.close_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), _CLOSE_SERVER_S)
+            self.pool.close()
+
+    async def _workers(self) -> AsyncIterator[None]:
+        await self.workers.start()
+        try:
+            yield
+        finally:
+            await self.workers.stop()
+
+    # -- what the components run --------------------------------------------------------
+
+    def _admin_app(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[self.admin.middleware])
+        app.router.add_routes(self.admin.routes())
         routing = RoutingApi(self.view, max_replicas=self.settings.replicas.max_count)
         app.router.add_routes(routing.routes())
         app.router.add_routes(TargetsApi(self.view).routes())
         app.router.add_routes(UiApi(self.view, self.stats).routes())
         app.router.add_get("/metrics", metrics_handler(self.registry))
         app.router.add_routes(openapi_routes())
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        self._stack.push_async_callback(runner.cleanup)
-        sock_dir = Path(tempfile.mkdtemp(prefix="lb-admin-"))
-        self._stack.callback(_remove_dir, sock_dir)
-        path = sock_dir / "admin.sock"
-        await web.UnixSite(runner, str(path)).start()
-        return f"unix:{path}"
+        return app
 
     def status(self) -> dict[str, Any]:
         """What this instance announces to the others (and shows in ``/lb/status``)."""
@@ -280,8 +305,7 @@ class BalancerService:
             with contextlib.suppress(StoreUnavailable):  # the ring watcher reports outages
                 await self.store.announce(self.instance_id, self.status(), ttl_s)
             await self.liveness.refresh(self.store)  # never raises; no-op on a steady leader
-            if self.frontend is not None:
-                self.frontend.hold_down(self._down())
+            self.frontend.hold_down(self._down())
             await asyncio.sleep(_ANNOUNCE_EVERY_S)
 
     def _down(self) -> set[str]:
@@ -299,7 +323,7 @@ class BalancerService:
         try:
             await self.store.withdraw(self.instance_id)
             others = await self._live_peers()
-            if others or not self.leadership.is_leader or self.manager is None:
+            if others or not self.leadership.is_leader:
                 await self.runtime.release()
                 return
             log.info("last instance out: stopping every replica")
@@ -320,26 +344,31 @@ class BalancerService:
         after = await self.store.instances()
         return {i for i, info in after.items() if i in before and info != before[i]}
 
-    async def _resign(self, campaign: asyncio.Task[None]) -> None:
-        campaign.cancel()
+    async def _close_unstarted(self) -> None:
+        """What ``__init__`` made that no component owns yet, or that outlives them all."""
+        if not self.probe_session.closed:
+            await self.probe_session.close()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _running(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``coro`` as a task for the duration of the block; cancel it and wait on exit."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await campaign
-        await self.leadership.release()
-
-    def _on_ring_swap(self, old: Snapshot, new: Snapshot) -> None:
-        for name, address in old.addresses.items():
-            if new.addresses.get(name) != address:
-                self.pool.drop_address(address)
-        self.stats.retain(set(new.addresses))
+            await task
 
 
-async def _close_server(server: asyncio.Server) -> None:
-    server.close()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), 5.0)
-
-
-def _remove_dir(path: Path) -> None:
-    for child in path.iterdir():
-        child.unlink(missing_ok=True)
-    path.rmdir()
+async def _serve_unix(app: web.Application, address: str) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.UnixSite(runner, address.removeprefix("unix:")).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

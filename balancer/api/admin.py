@@ -52,7 +52,6 @@ from balancer.hashing.hashes import KEYED_HASHES
 from balancer.http.stats import TrafficStats
 from balancer.names import is_valid_name, server_id
 from balancer.runtimes.base import Description, ReplicaRuntime
-from balancer.state.codec import membership_json
 from balancer.state.coordination import AdminRelay, AdminReply, Leadership
 from balancer.state.store import (
     EventLog,
@@ -144,8 +143,6 @@ class AdminApi:
             web.put("/lb/weight", self.put_weight),
             web.get("/lb/status", self.status),
             web.get("/lb/events", self.events),
-            web.get("/lb/membership", self.membership),
-            web.post("/lb/worker-stats", self.worker_stats),
         ]
 
     @web.middleware
@@ -179,39 +176,6 @@ class AdminApi:
                 return None
             message = "The admin token is not valid"
         return _reply(401, error_body(message), {"WWW-Authenticate": "Bearer"})
-
-    async def membership(self, request: web.Request) -> web.Response:
-        """The membership document, for worker processes; ``wait_epoch`` makes it a long poll."""
-        if _from_data_path(request):
-            return _worker_only(request)
-        try:
-            wait_epoch = request.query.get("wait_epoch")
-            if wait_epoch is not None:
-                timeout_s = float(request.query.get("timeout_s", "5"))
-                if not 0 <= timeout_s <= 30:  # NaN too
-                    raise ValueError(timeout_s)
-                await self._view.wait_for_change(int(wait_epoch), timeout_s)
-        except ValueError:
-            return _reply(400, error_body("'wait_epoch' must be an integer, 'timeout_s' in 0..30"))
-        return web.json_response(membership_json(self._view.current.membership))
-
-    async def worker_stats(self, request: web.Request) -> web.Response:
-        """A worker process's latest counters (reachable on the admin socket only)."""
-        if _from_data_path(request):
-            return _worker_only(request)
-        worker = request.query.get("id")
-        try:
-            if not worker:
-                raise RequestError("'id' is required")
-            data = await request.json()
-            if not isinstance(data, dict):
-                raise RequestError("Request body must be a JSON object")
-        except ValueError:
-            return _reply(400, error_body("Request body is not valid JSON"))
-        except RequestError as exc:
-            return _refused(exc)
-        self._stats.remote[worker] = data
-        return web.Response(status=204)
 
     async def rep(self, request: web.Request) -> web.Response:
         return _reply(200, replicas_body((await self._membership()).names))
@@ -435,13 +399,3 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     else:
         message = exc.reason
     return _reply(exc.status, error_body(message), headers)
-
-
-def _from_data_path(request: web.Request) -> bool:
-    """Whether a request came through the public port: the data path always appends
-    X-Forwarded-For, worker processes on the admin socket never send it."""
-    return "X-Forwarded-For" in request.headers
-
-
-def _worker_only(request: web.Request) -> web.Response:
-    return _reply(404, error_body(f"{shown(request.path, 80)} is for worker processes only"))

@@ -66,13 +66,15 @@ log = logging.getLogger(__name__)
 
 class Liveness:
     """Replica liveness as this instance knows it, readable without I/O (see the module
-    docstring): the leader's ``HealthMonitor`` (set as ``monitor`` once built), else the store's
+    docstring): the leader's ``HealthMonitor`` while this instance leads, else the store's
     liveness keys as last read by ``refresh``."""
 
-    def __init__(self, view: RingView, leadership: Leadership) -> None:
+    def __init__(
+        self, view: RingView, leadership: Leadership, monitor: HealthMonitor | None = None
+    ) -> None:
         self._view = view
         self._leadership = leadership
-        self.monitor: HealthMonitor | None = None
+        self._monitor = monitor
         # The store's liveness keys; None: unknown (not read yet, or the store is unreachable).
         self.stored: frozenset[str] | None = None
 
@@ -81,7 +83,7 @@ class Liveness:
         return self._leadership.is_leader
 
     def _probing(self) -> HealthMonitor | None:
-        return self.monitor if self._leadership.is_leader else None
+        return self._monitor if self._leadership.is_leader else None
 
     def up(self, name: str) -> bool | None:
         monitor = self._probing()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from balancer.http.accesslog import AccessLog
 from balancer.http.client import ClientConn, header_actions
-from balancer.http.keysource import RawKeyExtractor
+from balancer.http.keysource import RawKeyExtractor, parse_key_sources
 from balancer.http.outlier import EjectionPolicy, OutlierDetector
 from balancer.http.stats import TrafficStats
 from balancer.http.upstream import UpstreamPool
@@ -117,6 +117,32 @@ def ejection_policy(s: EjectionSettings) -> EjectionPolicy:
     )
 
 
+def configured_frontend(
+    view: RingView,
+    stats: TrafficStats,
+    *,
+    http: HttpSettings,
+    retry: RetrySettings,
+    ejection: EjectionSettings,
+    admin_address: str,
+) -> Frontend:
+    """The data path the sections configure (the primary and every worker process build it
+    this one way), with its own upstream pool."""
+    return Frontend(
+        view,
+        UpstreamPool(connect_timeout_s=http.upstream_connect_timeout_s),
+        stats,
+        RawKeyExtractor(parse_key_sources(http.key_source)),
+        admin_address=admin_address,
+        retries=retry.retries,
+        timeouts=timeouts(http),
+        max_connections=connection_limit(http),
+        access=AccessLog(http.access_log_sample),
+        retry=retry_policy(retry),
+        ejection=ejection_policy(ejection),
+    )
+
+
 class Frontend:
     """Shared state of every client connection of one balancer process."""
 
@@ -180,6 +206,10 @@ class Frontend:
     def _ring_swapped(self, old: Snapshot, new: Snapshot) -> None:
         self.balance_factor = new.settings.balance_factor
         self._unejected(self.outlier.retain(new.ring.members))  # left, or drained
+        for name, address in old.addresses.items():  # idle connections to a replica now gone
+            if new.addresses.get(name) != address:
+                self.pool.drop_address(address)
+        self.stats.retain(set(new.addresses))
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         return await self.loop.create_server(

@@ -17,8 +17,9 @@ import re
 from balancer.http.framing import HOP_BY_HOP
 
 ADMIN_PREFIXES = (b"/rep", b"/add", b"/rm", b"/lb/", b"/metrics", b"/ui")
-# Paths only worker processes use, over the primary's admin socket: never served on the public
-# port (the membership document carries the routing settings, a keyed hash's secret seed too).
+# Paths of the primary's internal socket, which only its worker processes reach (the membership
+# document carries a keyed hash's secret seed). The admin app does not serve them at all
+# (balancer.api.internal); on the public port they are ordinary paths, sent to the replicas.
 WORKER_ONLY = (b"/lb/worker-stats", b"/lb/membership")
 # Every method of these paths goes to the admin app (one it does not serve: 405 with Allow),
 # except GET and HEAD of /add and /rm: the contract's GET /<path> sends those to a replica.

@@ -3,8 +3,11 @@
 Owns the primary/worker split. The primary process owns the truth (store, supervisor, health,
 admin); each worker runs only the data path and follows the primary's ring through
 ``PrimaryStore``, a ``MembershipSource`` that long-polls ``GET /lb/membership`` on the primary's
-admin socket. Workers push their traffic counters to ``POST /lb/worker-stats`` every second so
-``/metrics`` on the primary covers every process. A worker exits when its primary goes away.
+internal socket (``balancer.api.internal``: only workers are told its path; the public admin app
+has no such route). Workers push their traffic counters to ``POST /lb/worker-stats`` there every
+second so ``/metrics`` on the primary covers every process, and forward admin paths to the
+primary's admin socket as the primary's data path does. A worker exits when its primary goes
+away. Also owns ``quiet_gc``, which every data-path process runs once it listens.
 Must not import: redis, docker.
 """
 
@@ -23,17 +26,8 @@ from collections.abc import Sequence
 import aiohttp
 
 from balancer.config import Settings
-from balancer.http.accesslog import AccessLog
-from balancer.http.frontend import (
-    Frontend,
-    connection_limit,
-    ejection_policy,
-    retry_policy,
-    timeouts,
-)
-from balancer.http.keysource import RawKeyExtractor, parse_key_sources
+from balancer.http.frontend import configured_frontend
 from balancer.http.stats import TrafficStats, stats_snapshot
-from balancer.http.upstream import UpstreamPool
 from balancer.state.codec import membership_from_json
 from balancer.state.store import Membership
 from balancer.state.view import RingView
@@ -41,6 +35,7 @@ from balancer.state.view import RingView
 log = logging.getLogger(__name__)
 
 ADMIN_ENV = "CHLB_WORKER_ADMIN"  # set by the primary: "unix:/path" of its admin socket
+INTERNAL_ENV = "CHLB_WORKER_INTERNAL"  # and of its internal socket (membership, stats)
 ID_ENV = "CHLB_WORKER_ID"
 
 
@@ -66,33 +61,26 @@ class PrimaryStore:
             return membership_from_json(await resp.json())
 
 
-async def run_worker(settings: Settings, admin_address: str, worker_id: str) -> None:
+async def run_worker(
+    settings: Settings, admin_address: str, internal_address: str, worker_id: str
+) -> None:
     """Serve the data path in this process until SIGTERM/SIGINT or the primary's exit."""
-    connector = aiohttp.UnixConnector(path=admin_address.removeprefix("unix:"))
+    connector = aiohttp.UnixConnector(path=internal_address.removeprefix("unix:"))
     async with aiohttp.ClientSession(connector=connector) as session:
         view = RingView(PrimaryStore(session), settings.ring)
         await view.refresh()
         stats = TrafficStats()
         http = settings.http
-        pool = UpstreamPool(connect_timeout_s=http.upstream_connect_timeout_s)
-        view.listeners.append(lambda old, new: stats.retain(set(new.addresses)))
-        fe = Frontend(
+        fe = configured_frontend(
             view,
-            pool,
             stats,
-            RawKeyExtractor(parse_key_sources(http.key_source)),
+            http=http,
+            retry=settings.retry,
+            ejection=settings.ejection,
             admin_address=admin_address,
-            retries=settings.retry.retries,
-            timeouts=timeouts(http),
-            max_connections=connection_limit(http),
-            access=AccessLog(http.access_log_sample),
-            retry=retry_policy(settings.retry),
-            ejection=ejection_policy(settings.ejection),
         )
         server = await fe.listen(http.host, http.port, reuse_port=True)
-        gc.collect()
-        gc.freeze()  # see balancer.__main__.quiet_gc
-        gc.set_threshold(50_000, 20, 100)
+        quiet_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -142,18 +130,34 @@ async def _report(
                 return
 
 
+def quiet_gc() -> None:
+    """Keep garbage-collector pauses out of the request tail (every data-path process, once it
+    listens).
+
+    The data path allocates short-lived objects only (refcounting frees them), so cyclic
+    collections find almost nothing; what they cost is walking the long-lived startup objects.
+    Freezing those and collecting the youngest generation less often removes most of the pause
+    time without letting garbage build up.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class WorkerSet:
     """The primary's handle on its worker processes."""
 
-    def __init__(self, count: int, admin_address: str, argv: Sequence[str]) -> None:
+    def __init__(
+        self, count: int, admin_address: str, internal_address: str, argv: Sequence[str]
+    ) -> None:
         self._count = count
-        self._admin = admin_address
+        self._env = {ADMIN_ENV: admin_address, INTERNAL_ENV: internal_address}
         self._argv = list(argv)
         self._procs: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
         for i in range(1, self._count):
-            env = {**os.environ, ADMIN_ENV: self._admin, ID_ENV: str(i)}
+            env = {**os.environ, **self._env, ID_ENV: str(i)}
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",

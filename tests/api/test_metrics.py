@@ -125,8 +125,11 @@ async def test_ring_leader_and_liveness(lb: Balancer) -> None:
         status = await resp.json()
     names = [r["name"] for r in status["replicas"]]
 
-    async def all_up() -> bool:
-        return by_label(await scrape(lb), "lb_replica_up", "replica") == dict.fromkeys(names, 1.0)
+    async def all_up() -> bool:  # and probed by the leader (the first round after they joined)
+        samples = await scrape(lb)
+        probed = by_label(samples, "lb_replica_heartbeat_age_seconds", "replica")
+        up = by_label(samples, "lb_replica_up", "replica")
+        return up == dict.fromkeys(names, 1.0) and set(probed) == set(names)
 
     await eventually(all_up)
     samples = await scrape(lb)

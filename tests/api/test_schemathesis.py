@@ -100,7 +100,11 @@ class LiveBalancer:
             heartbeat_fails=5,
             **overrides,
         )
-        self.service = BalancerService(settings_, store=InMemoryStore(), runtime=InProcessRuntime())
+
+        async def build() -> BalancerService:  # in its loop: it opens sessions and sockets there
+            return BalancerService(settings_, store=InMemoryStore(), runtime=InProcessRuntime())
+
+        self.service = self._run(build())
         try:
             self._run(self.service.start())
         except BaseException:
