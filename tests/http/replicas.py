@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from balancer.runtimes.base import ReplicaHandle
+from balancer.runtimes.base import Description, ReplicaHandle
 from tests.http.wire import Request, read_request
 
 # -- aiohttp echo replica ------------------------------------------------------------------
@@ -229,6 +229,15 @@ class RawRuntime:
 
     async def list(self) -> list[ReplicaHandle]:
         return [r.handle for r in self._replicas.values()]
+
+    async def adopt(self, handle: ReplicaHandle) -> bool:
+        return handle.name in self._replicas  # its replicas live in this test's loop only
+
+    def describe(self, handle: ReplicaHandle) -> Description:
+        return {}
+
+    async def release(self) -> None:
+        """Replicas live in the test's loop: nothing to hand over; the test closes them."""
 
     async def close(self) -> None:
         for name in list(self._replicas):
