@@ -22,6 +22,7 @@ import xxhash
 
 from balancer.errors import StoreUnavailable
 from balancer.hashing import Ring, RingSettings, build_ring
+from balancer.hashing.picker import Picker
 from balancer.state.store import Membership, MembershipSource
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ class Snapshot:
     @property
     def epoch(self) -> int:
         return self.membership.epoch
+
+    @functools.cached_property
+    def picker(self) -> Picker:
+        """The walk over a key's candidates on this ring (``balancer.hashing.picker``)."""
+        return Picker(self.ring)
 
     @functools.cached_property
     def _fingerprint(self) -> str:
