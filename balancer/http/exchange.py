@@ -5,51 +5,28 @@ written to the upstream as they arrive (kept for a replay while they total at mo
 ``replay_limit``); response bytes go to the client as they arrive, framed by the upstream
 connection's ``ResponseFramer``.
 
-Routing: the key's owner; an owner that outlier detection ejected (``balancer.http.outlier``)
-is skipped like a replica already tried, for the key's first candidate not ejected (the owner
-after all when every candidate is). With a balance factor (bounded loads), a request whose
-replica is at its load cap goes to the key's first candidate below the cap instead; a replica's
-load is its requests in flight plus those waiting for a new connection to it, counted per
-replica and in total in ``TrafficStats``.
-
-Retries (HAProxy's ``retry-on``, Envoy's retry policy and budget). A failed attempt goes to the
-key's next candidate on the ring that this request has not tried (not ejected, unless only
-ejected ones are left), at most ``retries`` times, when the failure is one ``--retry-on`` names:
-``connect`` (refused, unreachable, connect timeout), ``reset`` (the connection closed before any
-response byte reached the client), ``5xx`` (any 500-599) or ``gateway-error`` (502/503/504)
-answered by the replica while nothing was relayed yet: that answer is dropped, and relayed after
-all when no retry follows (Envoy's ``5xx`` and ``gateway-error``). Timeouts and
-invalid responses are answered (504, 502), not retried: the replica may have acted on them.
-A connect failure means no byte of the request left the balancer, so sending it elsewhere is safe
-for every method, POST included. Once bytes of it reached a replica, only ``--retry-methods``
-(idempotent GET, HEAD, OPTIONS by default) go again, and only while the whole request is kept
-for a replay (``replay_limit``). One exception, for any method: a pooled keep-alive connection
-that the replica closes before any response byte (it had closed it while idle: the usual
-keep-alive race) is replayed once on a fresh connection to the same replica, as before. Two
-budgets bound retries: no new attempt ``retry_timeout_s`` after the request's start, and retries
-in flight in this process (requests on a retry attempt) stay at most ``max(min_concurrency,
-retry_budget × requests in flight)`` (Envoy's retry budget): past it, the failure is answered and
-counted in ``TrafficStats.retry_budget_exhausted``. The retry budget guards against retry storms
-on overloaded replicas, so it applies to retries of answers an overloaded replica gives (5xx).
-A retry after a refused connection or a reset before any response byte is bounded by
-``retries``, the time budget and outlier ejection alone: the first added no load anywhere, and
-the second is what every request in flight on a replica that dies gets at once (a replica
-killed under load must not turn concurrent requests for its keys into errors). Every failed
-attempt on a replica (connect, reset, timeout, invalid response, and the statuses ejection
-counts, every 5xx by default) is reported to outlier detection; a complete response reports a
-success.
+Where each attempt goes, whether a failed one goes again, and what is reported to outlier
+detection is decided in ``balancer.http.choice`` (one walk over the key's candidates per attempt,
+on the snapshot's picker). One replay is decided here, for any method: a pooled keep-alive
+connection that the replica closes before any response byte (it had closed it while idle: the
+usual keep-alive race) is replayed once on a fresh connection to the same replica.
 Must not import: aiohttp, redis, docker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from balancer.hashing import NoReplicasError, Ring
-from balancer.hashing.bounded import choose_bounded, load_cap
+from balancer.hashing import NoReplicasError
+from balancer.http.choice import (
+    Retries,
+    first_choice,
+    report_answer,
+    report_failure,
+    retry_allowed,
+)
 from balancer.http.framing import DONE, HEAD, UNTIL_CLOSE, FramingError
 from balancer.http.stats import ReplicaStats
 from balancer.http.upstream import UpstreamConn, local_failure
@@ -59,10 +36,7 @@ if TYPE_CHECKING:
     from balancer.http.client import ClientConn
     from balancer.http.frontend import Frontend
 
-log = logging.getLogger(__name__)
-
 _UNUSED_STATS = ReplicaStats()  # the admin route: counted nowhere
-_NONE_TRIED: list[str] = []  # shared, never mutated: an exchange copies before appending
 
 
 class Exchange:
@@ -90,12 +64,11 @@ class Exchange:
         "replayable",
         "request_done",
         "response_done",
-        "retrying",
+        "retry",
         "started",
         "stats",
         "swallow",
         "t0",
-        "tried",
     )
 
     def __init__(
@@ -133,11 +106,10 @@ class Exchange:
         self.connecting: asyncio.Task[None] | None = None
         self.name = ""
         self.stats = _UNUSED_STATS
-        self.tried: list[str] = _NONE_TRIED  # built only when a retry happens
+        self.retry: Retries | None = None  # made when a failed attempt may go again
         self.attempts = 0
         self.started = 0.0  # when the current attempt's request went out
         self.t0 = 0.0  # the request's start, for the retry time budget (set when first needed)
-        self.retrying = False  # holds one of the retry budget's slots
         self.launched = False  # start() was called
 
     # -- routing ---------------------------------------------------------------------------
@@ -157,10 +129,10 @@ class Exchange:
             fe.stats.no_replica += 1
             self.respond_error(503, "No replicas available")
             return
-        if fe.ejected:
-            name = self._skip_ejected(snapshot.ring, name)
-        if fe.balance_factor:
-            name = self._bounded(snapshot.ring, name)
+        if fe.ejected or fe.balance_factor:  # the owner may be turned down: walk the candidates
+            key = self.key
+            assert key is not None
+            name = first_choice(snapshot.picker, key, name, fe.outlier, fe.stats, fe.balance_factor)
         # The common case, inlined: the chosen replica, over a pooled connection.
         self.name = name
         self.stats = fe.stats.replicas.get(name) or fe.stats.replica(name)
@@ -170,49 +142,6 @@ class Exchange:
             self._attach(conn)
         else:
             self._connect_later(address)
-
-    def _skip_ejected(self, ring: Ring, owner: str) -> str:
-        """The owner, else the key's first candidate outlier detection has not ejected (the
-        owner after all when every candidate is: ejection alone never fails a request)."""
-        outlier = self.fe.outlier
-        if not outlier.is_ejected(owner):
-            return owner
-        # Among len(ejected) + 1 distinct candidates at least one is not ejected.
-        for name in ring.candidates(self.key, len(outlier.ejected) + 1):  # type: ignore[arg-type]
-            if not outlier.is_ejected(name):
-                return name
-        return owner
-
-    def _bounded(self, ring: Ring, owner: str) -> str:
-        """The owner, or the member bounded loads send the request to instead."""
-        fe = self.fe
-        stats = fe.stats
-        replicas = stats.replicas
-        members = len(ring.members)
-        # The common case first, without building the callbacks: the owner is below the cap.
-        st = replicas.get(owner)
-        if st is None or st.in_flight + st.connecting < load_cap(
-            fe.balance_factor, stats.load, members
-        ):
-            return owner
-        key = self.key
-        assert key is not None
-
-        outlier = fe.outlier
-
-        def load(name: str) -> int:
-            if outlier.ejected and outlier.is_ejected(name):
-                return 1 << 62  # never below the cap: bounded loads do not undo an ejection
-            of = replicas.get(name)
-            return 0 if of is None else of.in_flight + of.connecting
-
-        def candidates(count: int) -> list[str]:
-            return ring.candidates(key, count)
-
-        chosen = choose_bounded(owner, load, stats.load, members, fe.balance_factor, candidates)
-        if chosen != owner:
-            st.spills += 1
-        return chosen
 
     def _route_to(self, name: str, address: str) -> None:
         self.name = name
@@ -261,7 +190,7 @@ class Exchange:
         if self.admin:
             self.respond_error(502, "Could not connect to the admin service")
             return
-        self._count_failure()
+        report_failure(self.fe, self.name, self.stats)
         if self.fe.retry_on_connect:
             name = self._retry_choice(sent=False)  # nothing was sent: any method may go again
             if name is not None:
@@ -269,104 +198,47 @@ class Exchange:
                 return
         self.respond_error(502, f"Could not connect to replica {self.name}")
 
-    # -- retries and passive health --------------------------------------------------------
+    # -- retries ---------------------------------------------------------------------------
 
     def _retry_choice(self, *, sent: bool, answered: bool = False) -> str | None:
         """The replica to retry the failed attempt on, or None: answer the failure.
 
         ``sent``: bytes of the request reached the failed replica (see the module docstring for
         what may be retried then); ``answered``: it answered (a 5xx), so the retry budget
-        applies. Counts a retry refused for the retry budget. Frees this request's budget slot:
-        its retry attempt (if it was one) is over.
+        applies. Frees this request's budget slot: its retry attempt (if it was one) is over.
         """
+        retry = self.retry
+        if retry is not None:
+            retry.release()
         fe = self.fe
-        stats = fe.stats
-        if self.retrying:
-            self.retrying = False
-            stats.retries_in_flight -= 1
-        if self.admin or self.relayed or self.attempts >= fe.retries:
+        replay = self.replayable and bool(self.parts)
+        if self.admin or self.relayed:
             return None
-        if sent and (self.method not in fe.retry_methods or not (self.replayable and self.parts)):
+        if not retry_allowed(fe, self.method, sent=sent, replay=replay, attempts=self.attempts):
             return None
-        name = self._next_candidate()
-        if name is None:
-            return None
-        if fe.loop.time() - self._request_start() >= fe.retry_timeout_s:
-            return None
-        # Envoy's retry budget (this request counts among those in flight): after this retry,
-        # retries in flight are at most max(min_concurrency, floor(budget × in flight)).
-        if answered and stats.retries_in_flight >= max(
-            fe.retry_min_concurrency, int(fe.retry_budget * (stats.load + 1))
-        ):
-            stats.retry_budget_exhausted += 1
-            return None
-        return name
+        if retry is None:
+            assert self.key is not None
+            retry = self.retry = Retries(fe, self.key, self.name)
+        return retry.target(self._request_start(), answered=answered)
 
     def _retry_to(self, name: str) -> None:
         """Send the request to ``name`` (chosen by ``_retry_choice``; no connection attached)."""
-        stats = self.fe.stats
-        self.retrying = True
-        stats.retries_in_flight += 1
-        if stats.retries_in_flight > stats.retries_in_flight_peak:
-            stats.retries_in_flight_peak = stats.retries_in_flight
-        self.tried.append(name)
+        assert self.retry is not None
+        self.retry.begin(name)
         self.attempts += 1
         self.stats.retries += 1  # on the replica retried away from
         self.final_head = False
         self._route_to(name, self.fe.view.current.addresses[name])
-
-    def _next_candidate(self) -> str | None:
-        """The key's first candidate this request has not tried, one not ejected if any."""
-        fe = self.fe
-        if not self.tried:
-            self.tried = [self.name]
-        tried = self.tried
-        ejected = fe.ejected
-        try:  # enough candidates to hold an untried one that is not ejected, if there is one
-            candidates = fe.view.current.ring.candidates(
-                self.key,  # type: ignore[arg-type]
-                len(tried) + len(ejected) + 1,
-            )
-        except NoReplicasError:
-            return None
-        fallback = None
-        for name in candidates:
-            if name in tried:
-                continue
-            if ejected and fe.outlier.is_ejected(name):
-                fallback = fallback or name
-                continue
-            return name
-        return fallback
 
     def _request_start(self) -> float:
         if not self.t0:  # the first attempt went out at once, on a pooled connection
             self.t0 = self.started
         return self.t0
 
-    def _end_retry(self) -> None:
-        """The request is over: free its retry budget slot."""
-        self.retrying = False
-        self.fe.stats.retries_in_flight -= 1
-
     def _finished(self) -> None:
-        if self.retrying:
-            self._end_retry()
+        if self.retry is not None:
+            self.retry.release()
         self.client.exchange_finished(self)
-
-    def _count_failure(self) -> None:
-        """Report a failed attempt on the current replica to outlier detection."""
-        ejected_for_s = self.fe.outlier.failure(self.name)
-        if ejected_for_s:
-            st = self.stats
-            st.ejections += 1
-            st.ejected = 1
-            log.warning(
-                "replica %s ejected for %.1fs after %d failures in a row",
-                self.name,
-                ejected_for_s,
-                self.fe.outlier.policy.consecutive,
-            )
 
     def _gateway_error(self, status: int) -> bool:
         """The replica answered one of ``fe.error_statuses`` (the head is complete, nothing
@@ -374,7 +246,7 @@ class Exchange:
         instead of relaying that answer (a status ``retry_on`` retries)."""
         fe = self.fe
         if status in fe.eject_statuses:
-            self._count_failure()
+            report_failure(fe, self.name, self.stats)
         if status not in fe.retry_statuses:
             return False
         name = self._retry_choice(sent=True, answered=True)
@@ -444,7 +316,7 @@ class Exchange:
         except FramingError:
             self.stats.errors["protocol"] += 1
             if not self.admin:
-                self._count_failure()
+                report_failure(self.fe, self.name, self.stats)
             self._detach(close=True)
             self._fail(502, f"Replica {self.name} sent an invalid response")
             return
@@ -485,18 +357,12 @@ class Exchange:
         if not self.admin:
             stats.record(status, now - self.started)
             if fe.failing:
-                self._answered(status)
+                report_answer(fe, self.name, status)
             if fe.access.rate and fe.access.sampled():  # the status the client got
                 self._log_access(400 if self.swallow else status, now - self.started)
-        if self.retrying:
-            self._end_retry()
+        if self.retry is not None:
+            self.retry.release()
         self.client.exchange_finished(self)
-
-    def _answered(self, status: int) -> None:
-        """A complete response: a success for outlier detection, unless its status counted as
-        a failure."""
-        if status not in self.fe.eject_statuses:
-            self.fe.outlier.success(self.name)
 
     def _log_access(self, status: int, duration_s: float | None) -> None:
         self.fe.access.record(
@@ -534,7 +400,7 @@ class Exchange:
             if not self.admin:
                 duration_s = self.fe.loop.time() - self.started
                 self.stats.record(framer.status, duration_s)
-                self._answered(framer.status)
+                report_answer(self.fe, self.name, framer.status)
                 if self.fe.access.rate and self.fe.access.sampled():
                     self._log_access(framer.status, duration_s)
             self._finished()
@@ -555,7 +421,7 @@ class Exchange:
             self._connect_later(conn.address)
             return
         if not self.admin:
-            self._count_failure()
+            report_failure(self.fe, self.name, self.stats)
             if self.fe.retry_on_reset:
                 name = self._retry_choice(sent=True)
                 if name is not None:
@@ -574,7 +440,7 @@ class Exchange:
         optional total timeout passed)."""
         self.stats.errors["timeout"] += 1
         if not self.admin:
-            self._count_failure()
+            report_failure(self.fe, self.name, self.stats)
         if not self.request_done:  # the rest of the body has nowhere to go: close after the 504
             self.keep_alive = False
         self._detach(close=True)
@@ -603,8 +469,8 @@ class Exchange:
             self.connecting.cancel()  # it may not have started: its own bookkeeping may not run
             self._connect_done()
         self._detach(close=True)
-        if self.retrying:
-            self._end_retry()
+        if self.retry is not None:
+            self.retry.release()
 
     def _path_text(self) -> str:
         return unquote_to_bytes(self.path.split(b"?", 1)[0]).decode("utf-8", "replace")
