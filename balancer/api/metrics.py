@@ -337,7 +337,7 @@ class TrafficCollector(Collector):
         yield from (responses, errors, retries, spills, in_flight, latency)
 
     def _resilience(self, total: dict[str, Any]) -> Iterator[Metric]:
-        """Retry budget and outlier ejection (``balancer.http.exchange``, ``.outlier``)."""
+        """Retry budget and outlier ejection (``balancer.http.choice``, ``.outlier``)."""
         exhausted = CounterMetricFamily(
             "lb_retry_budget_exhausted",
             "Retries not made because the retry budget was exhausted (the failure was answered)",

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Which failed requests go to the key's next replica (``balancer.http.exchange``)."""
+    """Which failed requests go to the key's next replica (``balancer.http.choice``)."""
 
     methods: Collection[str] = ("GET", "HEAD", "OPTIONS")  # retried once bytes were sent
     on: Collection[str] = ("connect", "reset")  # of connect, reset, 5xx, gateway-error
