@@ -295,3 +295,12 @@ ROUND_TRIPS: dict[str, Callable[[ReplicaHandle], Awaitable[ReplicaHandle]]] = {
     "membership json": _membership_json,
     "fakeredis membership": _fakeredis_membership,
 }
+
+
+def test_every_registered_runtime_runs_this_contract() -> None:
+    """Adding a runtime is one module, one registry entry and this suite passing: a runtime
+    the registry knows but no harness runs would skip the contract silently."""
+    from balancer.runtimes.registry import RUNTIMES
+    from tests.runtimes.conftest import HARNESSED
+
+    assert set(RUNTIMES.names()) == set(HARNESSED)
