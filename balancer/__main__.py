@@ -23,7 +23,7 @@ from balancer.http.workers import ADMIN_ENV, ID_ENV, INTERNAL_ENV, quiet_gc, run
 from balancer.runtimes.base import ReplicaRuntime
 from balancer.runtimes.registry import RUNTIMES
 from balancer.runtimes.static import StaticSettings
-from balancer.state.memory import InMemoryStore
+from balancer.state.backends import memory_backend
 
 log = logging.getLogger("balancer")
 
@@ -34,8 +34,8 @@ async def serve(settings: Settings) -> None:
         if settings.state.redis_url:
             service = await _shared_service(settings, runtime, stack)
         else:
-            service = BalancerService(
-                settings, store=InMemoryStore(), runtime=runtime, worker_argv=sys.argv[1:]
+            service = BalancerService.on(
+                settings, memory_backend(), runtime, worker_argv=sys.argv[1:]
             )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -73,14 +73,7 @@ async def _shared_service(
     )
     stack.push_async_callback(backend.aclose)
     log.info("instance %s sharing state at %s", instance_id, redact(state.redis_url))
-    return BalancerService(
-        settings,
-        store=backend.store,
-        runtime=runtime,
-        leadership=backend.leadership,
-        relay=backend.relay,
-        worker_argv=sys.argv[1:],
-    )
+    return BalancerService.on(settings, backend, runtime, worker_argv=sys.argv[1:])
 
 
 def main(argv: list[str] | None = None) -> None:

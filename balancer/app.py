@@ -56,6 +56,7 @@ from balancer.http.stats import TrafficStats
 from balancer.http.workers import WorkerSet
 from balancer.lifecycle import Lifecycle
 from balancer.runtimes.base import ReplicaRuntime
+from balancer.state.backends import StateBackend
 from balancer.state.coordination import AdminRelay, Leadership, NoRelay, SoloLeadership
 from balancer.state.store import Store
 from balancer.state.view import RingView
@@ -79,12 +80,14 @@ class BalancerService:
         leadership: Leadership | None = None,
         relay: AdminRelay | None = None,
         worker_argv: Sequence[str] = (),
+        shared: bool | None = None,
     ) -> None:
+        """``shared``: other instances use the same store (default: a leadership is given)."""
         s = settings
         self.settings = s
         self.store = store
         self.runtime = runtime
-        self.shared = leadership is not None  # other instances share the store
+        self.shared = leadership is not None if shared is None else shared
         self.leadership: Leadership = leadership or SoloLeadership()
         self.relay: AdminRelay = relay or NoRelay()
         self.instance_id = s.state.instance_id or f"solo:{s.http.port}"
@@ -175,6 +178,26 @@ class BalancerService:
                 ("data path", self._data_path),
                 ("workers", self._workers),
             ]
+        )
+
+    @classmethod
+    def on(
+        cls,
+        settings: Settings,
+        state: StateBackend,
+        runtime: ReplicaRuntime,
+        *,
+        worker_argv: Sequence[str] = (),
+    ) -> BalancerService:
+        """The service over a state backend's coordinated store, leadership and relay."""
+        return cls(
+            settings,
+            store=state.store,
+            runtime=runtime,
+            leadership=state.leadership,
+            relay=state.relay,
+            worker_argv=worker_argv,
+            shared=state.shared,
         )
 
     async def start(self) -> None:

@@ -37,6 +37,7 @@ class StateBackend:
     leadership: Leadership
     relay: AdminRelay
     closers: Sequence[Closer] = ()  # run in reverse order by ``aclose``
+    shared: bool = False  # other balancer instances may use the same state
 
     async def aclose(self) -> None:
         """Run every closer, last first; each runs even when an earlier one failed.

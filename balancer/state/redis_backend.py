@@ -74,4 +74,4 @@ def redis_backend(
         prefix=prefix,
     )
     closers = (store.close, elector_client.aclose, relay_client.aclose)
-    return StateBackend(store, elector, relay, closers)
+    return StateBackend(store, elector, relay, closers, shared=True)

@@ -53,6 +53,7 @@ async def test_the_leader_commits_with_its_token(state: SharedState) -> None:
         await leader.leadership.wait_elected()
         token = leader.leadership.token
         assert (token is not None) == state.shared  # a single instance writes unfenced
+        assert leader.shared == state.shared  # the service leaves replicas to the others
         committed = await leader.store.commit([replica(1)], expected_epoch=0, fence_token=token)
         assert committed is not None and committed.epoch == 1
         assert await backends[-1].store.membership() == committed
