@@ -149,7 +149,8 @@ class Reconciler:
                 await self._boot(count)
             case Evict(name, running):
                 if await self._manager.evict(name):
-                    why = "stayed DOWN past its grace period" if running else "failed"
+                    graced = running and self._policy.replace_after_s > 0
+                    why = "stayed DOWN past its grace period" if graced else "failed"
                     log.warning("replica %s %s and was evicted; starting a replacement", name, why)
             case Spawn(owed):
                 membership = await self._manager.add(1, [], grow=False)
