@@ -146,6 +146,49 @@ class ReplicaManager:
             await self._stop_all([name], force=True)
             return True
 
+    async def join(self, handles: Sequence[ReplicaHandle], *, timeout_s: float) -> list[str]:
+        """Let in replicas another system runs (``Policy.discovered``) once each passes its
+        first health check. The checks run concurrently, each for at most ``timeout_s`` and
+        outside the lock; those that passed are committed together, up to ``max_replicas``.
+
+        Returns:
+            The names that joined (the others did not answer in time, or are members already).
+
+        Raises:
+            NotLeaderError: this instance is not the leader.
+        """
+        passed = await asyncio.gather(*(self._answers(h, timeout_s) for h in handles))
+        ready = [h for h, ok in zip(handles, passed, strict=True) if ok]
+        if not ready:
+            return []
+        async with self._lock:
+            self._require_leader()
+            current = await self._store.membership()
+            room = max(0, self._max_replicas - len(current.replicas))
+            fresh = [h for h in ready if current.get(h.name) is None][:room]
+            if len(fresh) < len(ready) and room < len(ready):
+                log.warning("max_replicas=%d: not joining every listed replica", self._max_replicas)
+            for handle in fresh:
+                await self._store.mark_alive(handle.name, self._alive_ttl_s)
+            if fresh:
+                await self._commit(
+                    "join",
+                    lambda m: _with(
+                        m, self._with_added(m, [h for h in fresh if m.get(h.name) is None])
+                    ),
+                )
+            return [h.name for h in fresh]
+
+    async def _answers(self, handle: ReplicaHandle, timeout_s: float) -> bool:
+        """Whether ``handle`` passes a first health check within ``timeout_s``."""
+        async with self._spawn_slots:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._wait_ready(handle.address)
+            except (TimeoutError, RuntimeFailure):
+                return False
+            return True
+
     async def set_target(self, n: int) -> Membership:
         """Set N without starting anything (the leader's reconciliation starts what is owed)."""
         async with self._lock:

@@ -18,6 +18,15 @@ Order of concerns, each one blocking the next while it has work:
   5. members the health checks hold DOWN: ``Evict`` each, unless its replica still runs and is
      within ``replace_after_s`` of going DOWN (it may rise again);
   6. fewer members than N: ``Spawn`` one replacement.
+
+With replicas another system runs (``Policy.discovered``: the runtime lists what DNS, say,
+resolves to; ``balancer.runtimes.discovery``) the runtime's list is the desired membership:
+  1. ``Restore`` as above;
+  2. members the runtime no longer lists: ``Evict`` each at once (their system removed them);
+     members the health checks hold DOWN: ``Evict`` each, within ``replace_after_s`` as above;
+  3. listed replicas that are not members (nor DOWN members waiting out their grace): ``Join``
+     them (the manager lets in those that pass a health check).
+It never boots, spawns, adopts or stops strays: this balancer starts and stops nothing.
 Must not import: asyncio, aiohttp, redis, docker.
 """
 
@@ -36,6 +45,7 @@ class Policy:
 
     boot_replicas: int  # N started when no leader has set one yet
     replace_after_s: float = 0.0  # grace of a DOWN replica that still runs (0: none)
+    discovered: bool = False  # the runtime's list is the membership (it cannot start replicas)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class Observed:
     records: Mapping[str, ReplicaHandle]  # runtime records in the store, plus members' own
     down_since: Mapping[str, float] = field(default_factory=dict)  # DOWN members → when
     now: float = 0.0
+    listed: Mapping[str, ReplicaHandle] = field(default_factory=dict)  # runtime's list (discovered)
 
 
 @dataclass(frozen=True)
@@ -81,13 +92,20 @@ class Spawn:
     owed: int  # members missing from N; one is started per round
 
 
-Action = Restore | Adopt | StopStrays | Boot | Evict | Spawn
+@dataclass(frozen=True)
+class Join:
+    handles: tuple[ReplicaHandle, ...]  # listed replicas to let in once they pass a check
+
+
+Action = Restore | Adopt | StopStrays | Boot | Evict | Spawn | Join
 
 
 def plan(policy: Policy, seen: Observed) -> list[Action]:
     """The actions that move the observed state toward the desired one (in order)."""
     if seen.stored.epoch < seen.known.epoch:
         return [Restore(seen.known)]
+    if policy.discovered:
+        return _discovered(policy, seen)
     adopt: list[Action] = [
         Adopt(handle) for name, handle in sorted(seen.records.items()) if name not in seen.running
     ]
@@ -96,7 +114,7 @@ def plan(policy: Policy, seen: Observed) -> list[Action]:
     early: list[Action] = [*adopt, *([StopStrays(strays)] if strays else [])]
     if seen.stored.target is None and not seen.stored.replicas:
         return early or [Boot(policy.boot_replicas)]
-    evict = _evictions(policy, seen)
+    evict: list[Action] = [*_evictions(policy, seen)]
     owed = _owed(seen.stored) + len(evict)
     return early + evict + ([Spawn(owed)] if owed > 0 else [])
 
@@ -111,13 +129,23 @@ def next_wake(policy: Policy, seen: Observed) -> float | None:
     return min(deadlines, default=None)
 
 
-def _evictions(policy: Policy, seen: Observed) -> list[Action]:
+def _evictions(policy: Policy, seen: Observed) -> list[Evict]:
     members = set(seen.stored.names)
     return [
         Evict(name, name in seen.running)
         for name in sorted(seen.down_since)
         if name in members and not _waiting(policy, seen, name)
     ]
+
+
+def _discovered(policy: Policy, seen: Observed) -> list[Action]:
+    """The plan when the runtime's list is the membership (see the module docstring)."""
+    members = set(seen.stored.names)
+    gone: list[Action] = [Evict(name, False) for name in sorted(members - set(seen.listed))]
+    down = [e for e in _evictions(policy, seen) if e.name in seen.listed]
+    waiting = {name for name in seen.down_since if _waiting(policy, seen, name)}
+    joining = tuple(h for name, h in sorted(seen.listed.items()) if name not in members | waiting)
+    return gone + down + ([Join(joining)] if joining else [])
 
 
 def _waiting(policy: Policy, seen: Observed, name: str) -> bool:

@@ -8,6 +8,12 @@ membership under its lock) and the runtime. Nothing that happens is an instructi
 heartbeat, ``/add``, ``/rm``, a ring change or a timer only wakes the loop, and every decision is
 made again from the state it observes, so a lost wake-up or an action that failed is made up for
 by the next round (at most ``resync_s`` later). Runs only on the leader, for one term at a time.
+
+With a runtime whose replicas another system runs (``balancer.runtimes.discovery``) the policy is
+``discovered``: the runtime's ``watch`` runs beside the loop for the term and wakes it when the
+list changes; a listed replica that failed to join is not tried again for a while (a backoff per
+name, up to ``_JOIN_RETRY_CAP_S``), and at most ``_JOIN_BATCH`` are checked per round, each for
+at most ``join_wait_s``, so dead addresses in the list never hold the loop for long.
 Must not import: aiohttp, redis, docker.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +33,7 @@ from balancer.control.plan import (
     Adopt,
     Boot,
     Evict,
+    Join,
     Observed,
     Policy,
     Restore,
@@ -37,12 +45,17 @@ from balancer.control.plan import (
 from balancer.errors import LBError
 from balancer.names import initial_names, server_id
 from balancer.runtimes.base import ReplicaHandle, ReplicaRuntime
+from balancer.runtimes.discovery import Discovered, managed_by
 from balancer.state.store import Membership, Replica, Store
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 _AGAIN_S = 0.05  # after a round that acted, look again this soon (unless woken earlier)
+_JOIN_WAIT_S = 2.0  # a listed replica's first health check, when it joins
+_JOIN_BATCH = 16  # listed replicas checked per round
+_JOIN_RETRY_S = 0.5  # a listed replica that failed to join waits this, doubled per failure…
+_JOIN_RETRY_CAP_S = 10.0  # …up to this, before it is checked again
 
 
 class Reconciler:
@@ -59,11 +72,16 @@ class Reconciler:
         down: Callable[[], Mapping[str, float]],
         backoff: Backoff | None = None,
         resync_s: float = 1.0,
+        join_wait_s: float = _JOIN_WAIT_S,
         clock: Clock = time.monotonic,
     ) -> None:
         """``known`` is the membership this instance routes on; ``down`` the health checks'
-        DOWN members with the ``clock`` time each went DOWN."""
-        self._policy = policy
+        DOWN members with the ``clock`` time each went DOWN. A runtime whose replicas another
+        system runs makes the policy ``discovered``."""
+        self._managed_by = managed_by(runtime)
+        self._policy = dataclasses.replace(
+            policy, discovered=policy.discovered or bool(self._managed_by)
+        )
         self._manager = manager
         self._store = store
         self._runtime = runtime
@@ -71,11 +89,13 @@ class Reconciler:
         self._down = down
         self._backoff = backoff or Backoff()
         self._resync_s = resync_s
+        self._join_wait_s = join_wait_s
         self._clock = clock
         self._wake = asyncio.Event()
         self._adopted: set[str] = set()  # adopted this term
         self._gone: set[str] = set()  # adoption found them gone: do not ask again this term
         self._last: list[Action] = []
+        self._join_failures: dict[str, tuple[int, float]] = {}  # name → (failures, retry at)
         self.ready = asyncio.Event()  # the term's first round got past adoption and boot
         self.rounds = 0
 
@@ -84,9 +104,19 @@ class Reconciler:
         self._wake.set()
 
     async def run(self) -> None:
-        """Reconcile until cancelled (the term ends); a failed round is retried with backoff."""
+        """Reconcile until cancelled (the term ends); a failed round is retried with backoff.
+        A discovering runtime's ``watch`` runs beside the loop and wakes it."""
         self._adopted.clear()
         self._gone.clear()
+        self._join_failures.clear()
+        if not isinstance(self._runtime, Discovered):
+            await self._loop()
+            return
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._runtime.watch(self.wake))
+            await self._loop()
+
+    async def _loop(self) -> None:
         failures = 0
         while True:
             self._wake.clear()
@@ -127,7 +157,8 @@ class Reconciler:
     async def observe(self) -> Observed:
         """Everything ``plan`` needs, read now."""
         stored = await self._store.membership()
-        running = frozenset(h.name for h in await self._runtime.list())
+        handles = await self._runtime.list()
+        running = frozenset(h.name for h in handles)
         records = {h.name: h for h in await self._store.handles()}
         for replica in stored.replicas:  # a record lost with the store's data: the member's own
             if replica.name not in records and _locates(replica):
@@ -135,7 +166,14 @@ class Reconciler:
         self._gone &= set(records)
         for name in self._gone:
             del records[name]
-        return Observed(stored, self._known(), running, records, dict(self._down()), self._clock())
+        now = self._clock()
+        listed = {h.name: h for h in handles if self._may_join(h.name, now)}
+        seen = Observed(stored, self._known(), running, records, dict(self._down()), now, listed)
+        return seen
+
+    def _may_join(self, name: str, now: float) -> bool:
+        """False while a listed replica that failed to join waits to be checked again."""
+        return self._join_failures.get(name, (0, now))[1] <= now
 
     async def _act(self, action: Action) -> None:
         match action:
@@ -147,11 +185,10 @@ class Reconciler:
                 await self._manager.stop_strays(names)
             case Boot(count):
                 await self._boot(count)
+            case Join(handles):
+                await self._join(handles[:_JOIN_BATCH])
             case Evict(name, running):
-                if await self._manager.evict(name):
-                    graced = running and self._policy.replace_after_s > 0
-                    why = "stayed DOWN past its grace period" if graced else "failed"
-                    log.warning("replica %s %s and was evicted; starting a replacement", name, why)
+                await self._evict(name, running)
             case Spawn(owed):
                 membership = await self._manager.add(1, [], grow=False)
                 log.info(
@@ -161,6 +198,33 @@ class Reconciler:
                     membership.target,
                     owed,
                 )
+
+    async def _evict(self, name: str, running: bool) -> None:
+        if not await self._manager.evict(name):
+            return
+        if self._managed_by and not running:
+            log.warning("replica %s left %s and was evicted", name, self._managed_by)
+        elif self._managed_by:
+            log.warning("replica %s failed its health checks and was evicted", name)
+        else:
+            graced = running and self._policy.replace_after_s > 0
+            why = "stayed DOWN past its grace period" if graced else "failed"
+            log.warning("replica %s %s and was evicted; starting a replacement", name, why)
+
+    async def _join(self, handles: tuple[ReplicaHandle, ...]) -> None:
+        """Let in the listed replicas that answer; the others wait before the next check."""
+        joined = set(await self._manager.join(handles, timeout_s=self._join_wait_s))
+        now = self._clock()
+        for handle in handles:
+            if handle.name in joined:
+                self._join_failures.pop(handle.name, None)
+                log.info(
+                    "replica %s (%s) joined from %s", handle.name, handle.address, self._managed_by
+                )
+                continue
+            failures = self._join_failures.get(handle.name, (0, now))[0] + 1
+            wait_s = min(_JOIN_RETRY_CAP_S, _JOIN_RETRY_S * 2 ** min(failures - 1, 10))
+            self._join_failures[handle.name] = (failures, now + wait_s)
 
     async def _adopt(self, handle: ReplicaHandle) -> None:
         """Take charge of a replica an earlier leader started; forget its record if it is gone.

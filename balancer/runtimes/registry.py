@@ -113,4 +113,6 @@ RUNTIMES = RuntimeRegistry(
     process=("balancer.runtimes.process", "ProcessSettings", "process_runtime"),
     docker=("balancer.runtimes.docker", "DockerSettings", "docker_runtime"),
     static=("balancer.runtimes.static", "StaticSettings", "static_runtime"),
+    swarm=("balancer.runtimes.swarm", "SwarmSettings", "swarm_runtime"),
+    dns=("balancer.runtimes.dns", "DnsSettings", "dns_runtime"),
 )

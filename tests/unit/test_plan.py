@@ -7,7 +7,8 @@ DOWN members with the seconds since each went DOWN. ``plan`` is pure, so the tab
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from balancer.control.plan import (
     Adopt,
     Boot,
     Evict,
+    Join,
     Observed,
     Policy,
     Restore,
@@ -41,6 +43,7 @@ class Case:
     down_for_s: dict[str, float] = field(default_factory=dict)
     boot: int = 3
     grace_s: float = 0.0
+    discovered: bool = False  # ``running`` is what the runtime lists (DNS, say)
 
     def observed(self) -> Observed:
         stored = _membership(self.members, self.target, self.epoch)
@@ -52,10 +55,11 @@ class Case:
             {name: handle(name) for name in self.records},
             {name: NOW - s for name, s in self.down_for_s.items()},
             NOW,
+            {name: handle(name) for name in self.running} if self.discovered else {},
         )
 
     def policy(self) -> Policy:
-        return Policy(self.boot, self.grace_s)
+        return Policy(self.boot, self.grace_s, discovered=self.discovered)
 
 
 def handle(name: str) -> ReplicaHandle:
@@ -155,6 +159,78 @@ CASES: dict[str, tuple[Case, list[Action]]] = {
 def test_plan(name: str) -> None:
     case, expected = CASES[name]
     assert plan(case.policy(), case.observed()) == expected
+
+
+def found(*names: str) -> Case:
+    """Discovered replicas: ``names`` are what the runtime lists (members are set per row)."""
+    return Case(running=names, discovered=True)
+
+
+def with_members(case: Case, *members: str, **changes: Any) -> Case:
+    return replace(case, members=members, **changes)
+
+
+# With replicas another system runs, the runtime's list is the membership: join, evict, never
+# boot/spawn/adopt/stop.
+DISCOVERED: dict[str, tuple[Case, list[Action]]] = {
+    "first leader, nothing stored: join what is listed (no boot)": (
+        Case(epoch=0, running=ABC, discovered=True),
+        [Join((handle("a"), handle("b"), handle("c")))],
+    ),
+    "nothing listed and nothing stored: nothing (no boot)": (Case(epoch=0, discovered=True), []),
+    "converged": (with_members(found(*ABC), *ABC), []),
+    "the answer grew: join the new ones only, in name order": (
+        with_members(found("e", "a", "b", "c", "d"), *ABC),
+        [Join((handle("d"), handle("e")))],
+    ),
+    "the answer shrank: evict those no longer listed, at once, nothing replaces them": (
+        with_members(found("a"), *ABC, target=3),
+        [Evict("b", False), Evict("c", False)],
+    ),
+    "3 → 2 of which one new: evict and join in one round": (
+        with_members(found("a", "d"), *ABC),
+        [Evict("b", False), Evict("c", False), Join((handle("d"),))],
+    ),
+    "an empty answer empties the ring": (
+        with_members(found(), *ABC),
+        [Evict("a", False), Evict("b", False), Evict("c", False)],
+    ),
+    "records and strays mean nothing here: no adoption, nothing stopped": (
+        with_members(found(*ABC), "a", "b", "c", records=("x",)),
+        [],
+    ),
+    "a DOWN listed member is evicted (health checks gate membership)": (
+        with_members(found(*ABC), *ABC, down_for_s={"b": 0.0}),
+        [Evict("b", True)],
+    ),
+    "a DOWN listed member within the grace: wait, do not re-join it": (
+        with_members(found(*ABC), *ABC, down_for_s={"b": 0.3}, grace_s=1.0),
+        [],
+    ),
+    "a DOWN listed member past the grace: evict": (
+        with_members(found(*ABC), *ABC, down_for_s={"b": 1.0}, grace_s=1.0),
+        [Evict("b", True)],
+    ),
+    "a DOWN member no longer listed: evicted once, as gone": (
+        with_members(found("a", "c"), *ABC, down_for_s={"b": 0.1}, grace_s=9),
+        [Evict("b", False)],
+    ),
+    "an evicted DOWN replica still listed is offered to join again (the join checks it)": (
+        with_members(found(*ABC), "a", "c", down_for_s={"b": 5.0}),
+        [Join((handle("b"),))],
+    ),
+    "store behind what we route on: restore first, as always": (
+        with_members(found(*ABC), *ABC, epoch=0, known_epoch=7),
+        [Restore(_membership(ABC, None, 7))],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DISCOVERED))
+def test_plan_of_discovered_replicas(name: str) -> None:
+    case, expected = DISCOVERED[name]
+    assert plan(case.policy(), case.observed()) == expected
+    assert not [a for a in expected if isinstance(a, Boot | Spawn | Adopt | StopStrays)]
 
 
 @pytest.mark.parametrize(

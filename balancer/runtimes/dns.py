@@ -1,0 +1,309 @@
+"""Replicas another system runs, found by DNS: ``--runtime dns``.
+
+Owns ``DnsRuntime``, ``Answer``, ``dns_lookup`` (dnspython's asyncio resolver), ``replica_name``
+and the ``DnsSettings`` section. The ring follows what a DNS name resolves to: A and AAAA
+records (Swarm's ``tasks.<service>``, a Kubernetes headless Service) with one port for all
+(``--dns-port``), or SRV records (each target's port, then the target's A/AAAA records).
+
+Polling: ``watch`` (run by the leader's reconciler for its term) looks the name up again at
+``min(interval, max(ttl, 1 s))`` after each answer, where ``ttl`` is the smallest TTL of the
+records used, and calls its callback when the set of addresses changes. Every lookup has a
+timeout. A lookup that fails (timeout, SERVFAIL, no nameserver answering) keeps the last answer
+and is retried sooner: a DNS hiccup never empties the ring. NXDOMAIN and an answer without
+records are real answers: the name has no replicas now, so the ring empties (the balancer
+answers 503 until replicas are back). Until a first answer arrives ``list`` raises
+``RuntimeFailure`` (the reconciler retries; it never takes "no answer yet" for "no replicas").
+
+A hostile or broken answer is bounded: at most ``MAX_ADDRESSES`` addresses (the rest are
+ignored, with a warning), at most ``MAX_SRV_TARGETS`` SRV targets looked up; unspecified,
+multicast and scoped addresses, SRV port 0 and the SRV "." target are dropped.
+
+Names: a replica is named after its address, ``<ip>_<port>`` (``10.0.1.5_5000``; an IPv6
+address in compressed form with ``:`` written ``-``: ``fd00--1_5000``), so its name, and the
+ring points hashed from it, stay put while its address stays.
+
+Where it departs from the runtime contract (``tests/runtimes``): it cannot start or stop
+replicas. ``spawn`` raises ``RuntimeFailure`` saying which system manages them; ``stop``,
+``release`` and ``close`` leave the replicas and the answer as they are; ``list`` is the last
+answer (whoever runs the replicas); ``adopt`` is True for a handle whose name is in it. The
+locator is the replica's address; ``describe`` shows nothing. The control plane never spawns
+with this runtime (``balancer.control.plan``, ``Policy.discovered``).
+Must not import: aiohttp, redis, docker; dnspython only inside ``dns_lookup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from balancer.errors import ConfigError, RuntimeFailure
+from balancer.runtimes.base import Description, ReplicaHandle
+from balancer.setting import check, positive, setting
+
+log = logging.getLogger(__name__)
+
+MAX_ADDRESSES = 256  # of one answer; more are ignored
+MAX_SRV_TARGETS = 64  # SRV targets whose addresses are looked up
+MIN_POLL_S = 1.0  # a TTL of 0 does not turn polling into a busy loop
+LOOKUP_TIMEOUT_S = 2.0  # one lookup, every query of it included
+
+Record = Literal["a", "srv"]
+Clock = Callable[[], float]
+
+
+class LookupFailed(RuntimeFailure):
+    """The lookup got no answer (timeout, SERVFAIL, no nameserver): keep the last one."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the name resolves to now: ``host:port`` addresses and the smallest TTL used."""
+
+    addresses: tuple[str, ...]
+    ttl_s: float
+
+
+Lookup = Callable[[], Awaitable[Answer]]
+
+
+def replica_name(address: str) -> str:
+    """The stable replica name of ``host:port`` (``10.0.1.5_5000``, ``fd00--1_5000``)."""
+    host, _, port = address.rpartition(":")
+    return f"{host.strip('[]').replace(':', '-')}_{port}"
+
+
+def endpoint(host: str, port: int) -> str | None:
+    """``host:port`` in canonical form (IPv6 in brackets), or None for an address or port a
+    replica cannot have (unspecified, multicast, scoped, port outside 1..65535)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.is_unspecified or ip.is_multicast or not 0 < port < 65536:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        return None if ip.scope_id else f"[{ip.compressed}]:{port}"
+    return f"{ip}:{port}"
+
+
+def bounded(name: str, addresses: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, deduplicated and at most ``MAX_ADDRESSES`` of them."""
+    unique = sorted(set(addresses))
+    if len(unique) > MAX_ADDRESSES:
+        log.warning("%s: %d addresses; using %d", name, len(unique), MAX_ADDRESSES)
+    return tuple(unique[:MAX_ADDRESSES])
+
+
+class DnsRuntime:
+    """The replicas a DNS name resolves to (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        lookup: Lookup,
+        *,
+        interval_s: float = 5.0,
+        timeout_s: float = LOOKUP_TIMEOUT_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.managed_by = f"DNS name {name}"
+        self._name = name
+        self._lookup = lookup
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._answer: Answer | None = None
+        self._next_at = 0.0  # when the answer is due for a new lookup
+        self._failures = 0
+        self._lock = asyncio.Lock()
+
+    async def spawn(self, name: str, server_id: str) -> ReplicaHandle:
+        raise RuntimeFailure(
+            f"replicas are discovered from {self.managed_by}; this balancer cannot start them"
+        )
+
+    async def stop(self, name: str, *, force: bool = False) -> None:
+        """Nothing to stop: the system that runs the replica decides."""
+
+    async def adopt(self, handle: ReplicaHandle) -> bool:
+        return handle.name in {h.name for h in await self.list()}
+
+    async def list(self) -> list[ReplicaHandle]:
+        """The last answer, looked up again first if it is due.
+
+        Raises:
+            RuntimeFailure: no lookup has answered yet.
+        """
+        if self._clock() >= self._next_at:
+            await self.refresh()
+        if self._answer is None:
+            raise RuntimeFailure(f"{self.managed_by} has not answered yet")
+        return [_handle(address) for address in self._answer.addresses]
+
+    def describe(self, handle: ReplicaHandle) -> Description:
+        return {}
+
+    async def release(self) -> None:
+        """Nothing is tracked beyond the answer."""
+
+    async def close(self) -> None:
+        """Nothing runs here (``watch`` belongs to its caller's task)."""
+
+    async def watch(self, on_change: Callable[[], None]) -> None:
+        """Look the name up whenever the answer is due; ``on_change()`` after each change of
+        the addresses. Runs until cancelled."""
+        while True:
+            if await self.refresh():
+                on_change()
+            await asyncio.sleep(max(0.0, self._next_at - self._clock()))
+
+    async def refresh(self) -> bool:
+        """One lookup (unless another just ran). Returns True when the addresses changed."""
+        async with self._lock:
+            if self._clock() < self._next_at:
+                return False
+            before = self._answer
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    answer = await self._lookup()
+            except (LookupFailed, TimeoutError) as exc:
+                self._failures += 1
+                delay_s = min(self._interval_s, MIN_POLL_S * 2 ** min(self._failures - 1, 5))
+                self._next_at = self._clock() + delay_s
+                log.warning("%s: lookup failed (%s); keeping the last answer", self._name, exc)
+                return False
+            self._failures = 0
+            self._answer = answer
+            self._next_at = self._clock() + self.poll_s(answer.ttl_s)
+            changed = before is None or before.addresses != answer.addresses
+            if changed:
+                log.info("%s: %s", self._name, ", ".join(answer.addresses) or "no addresses")
+            return changed
+
+    def poll_s(self, ttl_s: float) -> float:
+        """How long an answer with ``ttl_s`` is used: the TTL, within [1 s, interval]."""
+        return min(self._interval_s, max(ttl_s, MIN_POLL_S))
+
+
+def _handle(address: str) -> ReplicaHandle:
+    name = replica_name(address)
+    return ReplicaHandle(name, name, address, address)
+
+
+# -- dnspython: the lookup --------------------------------------------------------------------
+
+
+def dns_lookup(name: str, record: Record, *, port: int, server: str = "") -> Lookup:
+    """A lookup of ``name`` with dnspython's asyncio resolver (``server``: ``host:port``,
+    else the system's ``resolv.conf``)."""
+    import dns.asyncresolver
+
+    resolver = dns.asyncresolver.Resolver(configure=not server)
+    if server:
+        host, _, server_port = server.rpartition(":")
+        resolver.nameservers = [host.strip("[]")]
+        resolver.port = int(server_port)
+    resolver.cache = None  # every poll asks: the TTL schedule is ours
+    resolver.lifetime = LOOKUP_TIMEOUT_S
+
+    async def lookup() -> Answer:
+        if record == "srv":
+            return await _srv(resolver, name)
+        found, ttl_s = await _addresses(resolver, name, port)
+        return Answer(bounded(name, found), ttl_s)
+
+    return lookup
+
+
+async def _query(resolver: Any, name: str, rdtype: str) -> tuple[list[Any], float]:
+    """The records of one query and their TTL; ([], inf) for NXDOMAIN or no such records."""
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answer = await resolver.resolve(name, rdtype, search=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return [], float("inf")
+    except dns.exception.DNSException as exc:
+        raise LookupFailed(f"{rdtype} {name}: {exc}") from exc
+    return list(answer), float(answer.rrset.ttl)
+
+
+async def _addresses(resolver: Any, name: str, port: int) -> tuple[list[str], float]:
+    """The A and AAAA addresses of ``name`` with ``port``, and their smallest TTL."""
+    (a, a_ttl), (aaaa, aaaa_ttl) = await asyncio.gather(
+        _query(resolver, name, "A"), _query(resolver, name, "AAAA")
+    )
+    found = [endpoint(rr.address, port) for rr in [*a, *aaaa]]
+    return [f for f in found if f is not None], min(a_ttl, aaaa_ttl)
+
+
+async def _srv(resolver: Any, name: str) -> Answer:
+    """SRV targets and ports, then each target's addresses (a target that fails to resolve
+    fails the lookup: a partial answer would evict its replicas)."""
+    records, ttl_s = await _query(resolver, name, "SRV")
+    targets = sorted({(str(rr.target), int(rr.port)) for rr in records if str(rr.target) != "."})
+    if len(targets) > MAX_SRV_TARGETS:
+        log.warning("%s: %d SRV targets; using %d", name, len(targets), MAX_SRV_TARGETS)
+    resolved = await asyncio.gather(
+        *(_addresses(resolver, target, port) for target, port in targets[:MAX_SRV_TARGETS])
+    )
+    found = [address for addresses, _ in resolved for address in addresses]
+    return Answer(bounded(name, found), min([ttl_s, *(t for _, t in resolved)]))
+
+
+# -- configuration: the section and factory balancer.runtimes.registry names ------------------
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """Replicas another system runs, found by DNS (--runtime dns)."""
+
+    name: str = setting(
+        "",
+        "dns_name",
+        "DNS name whose records are the replicas (tasks.web, a headless Service's name, or an "
+        "SRV name such as _http._tcp.web.chlb.svc.cluster.local)",
+    )
+    record: str = setting("a", "dns_record", "a (A and AAAA records, with --dns-port) or srv")
+    port: int = setting(5000, "dns_port", "port of the replicas of an A/AAAA answer")
+    interval_s: float = setting(
+        5.0,
+        "dns_interval_s",
+        "longest time between two lookups; a shorter TTL looks up sooner (not below 1 s)",
+    )
+    server: str = setting(
+        "", "dns_server", "host:port of the nameserver to ask; empty: the system's resolv.conf"
+    )
+
+    def __post_init__(self) -> None:
+        host, _, server_port = self.server.rpartition(":")
+        check(
+            [
+                (self.record in ("a", "srv"), "dns_record must be a or srv"),
+                (0 < self.port < 65536, "dns_port must be a port (1..65535)"),
+                *positive(self, "interval_s"),
+                (
+                    not self.server or (bool(host) and server_port.isdigit()),
+                    "dns_server must be host:port",
+                ),
+            ]
+        )
+
+
+def dns_runtime(settings: DnsSettings) -> DnsRuntime:
+    """The registry's factory.
+
+    Raises:
+        ConfigError: no ``dns_name``.
+    """
+    if not settings.name:
+        raise ConfigError("--runtime dns needs dns_name (--dns-name or LB_DNS_NAME)")
+    record: Record = "srv" if settings.record == "srv" else "a"
+    lookup = dns_lookup(settings.name, record, port=settings.port, server=settings.server)
+    return DnsRuntime(settings.name, lookup, interval_s=settings.interval_s)
