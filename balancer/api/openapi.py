@@ -266,10 +266,11 @@ def _schemas() -> JSON:
                             "address": {"type": "string"},
                             "alive": {"type": "boolean"},
                             # what the runtime describes (ReplicaRuntime.describe): the
-                            # process runtime's pid (null elsewhere), a Docker container's id
+                            # process runtime's pid (null elsewhere), a Docker container's id,
+                            # a Swarm service's id
                             "pid": {"type": ["integer", "null"]},
                         },
-                        optional={"container": {"type": "string"}},
+                        optional={"container": {"type": "string"}, "service": {"type": "string"}},
                     ),
                 },
                 "instances": {"type": "array", "items": {"type": "object"}},

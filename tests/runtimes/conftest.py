@@ -8,7 +8,7 @@ Replicas: real ``python -m server`` processes (process), replica apps in the tes
 (in-process, and the backends of the static runtime, which the test starts itself), containers
 of the replica image on a network of the test's own (Docker: skipped with the reason when there
 is no daemon or no image; every container carries the test's deployment label, and teardown
-force-removes by that label).
+force-removes by that label), services of that image (Swarm: ``swarm_harness``).
 """
 
 from __future__ import annotations
@@ -274,14 +274,24 @@ def docker_network(docker_client: Any) -> Iterator[str]:
     network.remove()
 
 
+@pytest.fixture
+def swarm_network(docker_client: Any) -> Iterator[str]:
+    from tests.runtimes.swarm_harness import swarm_network_of
+
+    yield from swarm_network_of(docker_client)
+
+
 # Every runtime the registry knows, plus the test suite's in-process one. A runtime added to
 # balancer.runtimes.registry without a harness here fails test_every_registered_runtime_...
-HARNESSED = ("process", "static", "docker")
+HARNESSED = ("process", "static", "docker", "swarm")
 
 
 @pytest.fixture(
     params=[
-        *(pytest.param(n, marks=pytest.mark.docker) if n == "docker" else n for n in HARNESSED),
+        *(
+            pytest.param(n, marks=pytest.mark.docker) if n in ("docker", "swarm") else n
+            for n in HARNESSED
+        ),
         "in-process",
     ]
 )
@@ -295,6 +305,12 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     elif request.param == "static":
         made = StaticHarness()
         await made.start()
+    elif request.param == "swarm":
+        from tests.runtimes.swarm_harness import SwarmHarness
+
+        made = SwarmHarness(
+            request.getfixturevalue("docker_client"), request.getfixturevalue("swarm_network")
+        )
     elif request.param == "docker":
         made = DockerHarness(
             request.getfixturevalue("docker_client"), request.getfixturevalue("docker_network")
