@@ -86,6 +86,11 @@ KEYS: list[tuple[str, str, str, str, Any]] = [
     ("docker_deployment", "docker", "deployment", "blue", "blue"),
     ("docker_timeout_s", "docker", "timeout_s", "12.5", 12.5),
     ("backends", "static", "backends", "127.0.0.1:9001", "127.0.0.1:9001"),
+    ("swarm_image", "swarm", "image", "other:2", "other:2"),
+    ("swarm_network", "swarm", "network", "ov2", "ov2"),
+    ("swarm_deployment", "swarm", "deployment", "green", "green"),
+    ("swarm_timeout_s", "swarm", "timeout_s", "7.5", 7.5),
+    ("swarm_constraints", "swarm", "constraints", "node.role==worker", "node.role==worker"),
 ]
 
 
@@ -160,14 +165,14 @@ def test_a_table_and_a_flat_key_may_not_both_set_one_field(tmp_path: Path) -> No
 
 
 def test_an_unknown_runtime_is_a_config_error_listing_the_registered_ones() -> None:
-    with pytest.raises(ConfigError, match="runtime must be one of process, docker, static; got"):
-        load_settings(["--runtime", "swarm"], {})
-    with pytest.raises(ConfigError, match="process, docker, static"):
-        RUNTIMES.entry("swarm")
+    with pytest.raises(ConfigError, match="runtime must be one of process, docker, static, swarm"):
+        load_settings(["--runtime", "nomad"], {})
+    with pytest.raises(ConfigError, match="process, docker, static, swarm"):
+        RUNTIMES.entry("nomad")
 
 
 def test_each_runtime_section_round_trips_and_builds_its_runtime() -> None:
-    assert RUNTIMES.names() == ("process", "docker", "static")
+    assert RUNTIMES.names() == ("process", "docker", "static", "swarm", "dns")
     for name, section in RUNTIMES.sections().items():
         s = load_settings(["--runtime", name], {})
         assert type(s.runtimes[name]) is section
@@ -231,7 +236,7 @@ async def test_a_registered_runtime_gets_its_flags_and_is_built_from_its_section
         runtime = RUNTIMES.build(s.runtime, s.runtime_settings)
         assert isinstance(runtime, InProcessRuntime) and built == [InProcessSettings("t")]
         await runtime.close()
-    with pytest.raises(ConfigError, match="must be one of process, docker, static; got"):
+    with pytest.raises(ConfigError, match="must be one of process, docker, static, swarm"):
         load_settings(["--runtime", "inprocess"], {})
     with pytest.raises(SystemExit):  # its flag went with it
         load_settings(["--inprocess-label", "t"], {})
