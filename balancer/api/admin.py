@@ -7,8 +7,9 @@ Owns the handlers and the mapping of errors to responses (what a body may carry 
 ``balancer.api.admin_input``). Every rejected request changes nothing and answers 4xx
 ``{"message": "<Error> …", "status": "failure"}``: 400 for a bad value (the two errors the
 contract fixes use its exact strings), 413 for a body over 64 KiB, 401 for a change without the
-admin token (only when one is configured), and, through ``middleware``, 404/405 for an unknown
-path or method. Every instance answers every
+admin token (only when one is configured), 409 for ``/add`` and ``/rm`` when another system runs
+the replicas (``--runtime dns``: the message names it), and, through ``middleware``, 404/405 for
+an unknown path or method. Every instance answers every
 endpoint: a change that reaches a follower is authenticated there, then handed to the leader
 through the relay and the leader's answer is replayed. When the shared store is unreachable,
 reads answer from the ring this instance routes on and changes answer 503.
@@ -52,6 +53,7 @@ from balancer.hashing.hashes import KEYED_HASHES
 from balancer.http.stats import TrafficStats
 from balancer.names import is_valid_name, server_id
 from balancer.runtimes.base import Description, ReplicaRuntime
+from balancer.runtimes.discovery import managed_by
 from balancer.state.coordination import AdminRelay, AdminReply, Leadership
 from balancer.state.store import (
     EventLog,
@@ -121,6 +123,7 @@ class AdminApi:
         self._store = store
         self._view = view
         self._runtime = runtime
+        self._managed_by = managed_by(runtime)  # "": this balancer starts its replicas
         self._stats = stats
         self._leadership = leadership
         self._relay = relay
@@ -248,7 +251,20 @@ class AdminApi:
         except StoreUnavailable as exc:
             return AdminReply(503, error_body(_store_down(exc)))
 
+    def _managed_elsewhere(self, op: str) -> AdminReply | None:
+        """The 409 of ``/add`` and ``/rm`` when another system runs the replicas."""
+        if op not in ("add", "rm") or not self._managed_by:
+            return None
+        message = (
+            f"Replicas are discovered from {self._managed_by}; add or remove them there "
+            "(this balancer follows what it lists)"
+        )
+        return AdminReply(409, error_body(message))
+
     async def _apply(self, op: str, args: dict[str, Any]) -> AdminReply:
+        refused = self._managed_elsewhere(op)  # also a change a follower handed over
+        if refused is not None:
+            return refused
         if op in ("add", "rm"):
             apply = self._manager.add if op == "add" else self._manager.remove
             membership = await apply(int(args["n"]), list(args["hostnames"]))
@@ -268,7 +284,10 @@ class AdminApi:
 
     async def _change(self, op: str, args: dict[str, Any]) -> web.Response:
         """Apply here (leader) or hand over to the leader (follower)."""
-        if self._leadership.is_leader:
+        refused = self._managed_elsewhere(op)
+        if refused is not None:
+            reply = refused
+        elif self._leadership.is_leader:
             reply = await self.apply(op, args)
         else:
             try:

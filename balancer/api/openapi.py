@@ -105,6 +105,10 @@ _UNAUTHORIZED = {
         "WWW-Authenticate": {"schema": {"const": "Bearer"}, "description": "Always Bearer."}
     },
 }
+_DISCOVERED = _error(
+    "The replicas are discovered (--runtime dns): another system runs them, and the message "
+    "names it (e.g. the DNS name); add or remove replicas there. Nothing changed."
+)
 _UNAVAILABLE = _error(
     "The change cannot be made now (shared store unreachable, no leader, a replica failed to "
     "start); nothing changed unless the message says it may still be applied."
@@ -389,6 +393,16 @@ def _paths() -> JSON:
         change_body,
         _ok(_ref("Replicas"), "The replicas that remain"),
     )
+    rm["responses"]["409"] = _DISCOVERED
+    add = _change(
+        "Add n replicas",
+        "Starts n replicas (named ones first, generated names for the rest) and adds "
+        "them to the ring once each passed its first heartbeat; all or none. More "
+        f"names than n: 400 '<Error> {ADD_TOO_MANY_NAMES}'." + forwarded.format("/add"),
+        change_body,
+        _ok(_ref("Replicas"), "Every replica after the add"),
+    )
+    add["responses"]["409"] = _DISCOVERED
     return {
         "/rep": {
             "get": _read(
@@ -397,16 +411,7 @@ def _paths() -> JSON:
                 {"200": _ok(_ref("Replicas"))},
             )
         },
-        "/add": {
-            "post": _change(
-                "Add n replicas",
-                "Starts n replicas (named ones first, generated names for the rest) and adds "
-                "them to the ring once each passed its first heartbeat; all or none. More "
-                f"names than n: 400 '<Error> {ADD_TOO_MANY_NAMES}'." + forwarded.format("/add"),
-                change_body,
-                _ok(_ref("Replicas"), "Every replica after the add"),
-            )
-        },
+        "/add": {"post": add},
         "/rm": {"delete": rm, "post": {**rm, "summary": "Remove n replicas (POST alias)"}},
         "/lb/status": {
             "get": _read(
