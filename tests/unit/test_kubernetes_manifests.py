@@ -179,7 +179,8 @@ def test_balancer_variables_are_settings_the_balancer_accepts() -> None:
     whole environment (an unknown runtime, a bad value or a missing section fails)."""
     env = _balancer_env()
     known = {f"LB_{key.upper()}" for key in flat_keys()}
-    assert sorted(set(env) - known) == []
+    unknown = sorted(set(env) - known)
+    assert not unknown, f"not lb-balancer settings (lb-balancer --help): {unknown}"
     settings = load_settings([], env)
     assert settings.runtime == "dns"
     assert settings.admin.token, "the admin token must come from the Secret"
