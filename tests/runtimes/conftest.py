@@ -283,7 +283,7 @@ def swarm_network(docker_client: Any) -> Iterator[str]:
 
 # Every runtime the registry knows, plus the test suite's in-process one. A runtime added to
 # balancer.runtimes.registry without a harness here fails test_every_registered_runtime_...
-HARNESSED = ("process", "static", "docker", "swarm")
+HARNESSED = ("process", "static", "docker", "swarm", "dns")
 
 
 @pytest.fixture(
@@ -305,6 +305,10 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     elif request.param == "static":
         made = StaticHarness()
         await made.start()
+    elif request.param == "dns":
+        from tests.runtimes.dns_harness import DnsHarness
+
+        made = DnsHarness()
     elif request.param == "swarm":
         from tests.runtimes.swarm_harness import SwarmHarness
 
