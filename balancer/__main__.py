@@ -31,7 +31,7 @@ log = logging.getLogger("balancer")
 async def serve(settings: Settings) -> None:
     runtime = _runtime(settings)
     async with contextlib.AsyncExitStack() as stack:
-        if settings.state.redis_url:
+        if settings.state.shared:  # a Redis URL or Sentinels
             service = await _shared_service(settings, runtime, stack)
         else:
             service = BalancerService.on(
@@ -58,21 +58,37 @@ async def _shared_service(
     settings: Settings, runtime: ReplicaRuntime, stack: contextlib.AsyncExitStack
 ) -> BalancerService:
     """A balancer instance whose state lives in Redis, next to other instances."""
-    from balancer.state.redis_backend import redis_backend  # redis only in shared mode
+    # redis only in shared mode
+    from balancer.state.redis_backend import redis_backend
+    from balancer.state.sentinel import describe, sentinel_backend
 
     state = settings.state
     instance_id = state.instance_id or f"{socket.gethostname()}:{settings.http.port}"
     state = dataclasses.replace(state, instance_id=instance_id)
     settings = dataclasses.replace(settings, state=state)
-    backend = redis_backend(
-        state.redis_url,
-        instance_id=instance_id,
-        leader_ttl_s=state.leader_ttl_s,
-        timeout_s=state.redis_timeout_s,
-        answer_timeout_s=2 * settings.health.spawn_timeout_s + 5.0,
-    )
+    answer_timeout_s = 2 * settings.health.spawn_timeout_s + 5.0
+    if state.sentinels:
+        backend = sentinel_backend(
+            state.sentinels,
+            master_name=state.redis_master_name,
+            url=state.redis_url,
+            instance_id=instance_id,
+            leader_ttl_s=state.leader_ttl_s,
+            timeout_s=state.redis_timeout_s,
+            answer_timeout_s=answer_timeout_s,
+        )
+        where = describe(state.sentinels, state.redis_master_name)
+    else:
+        backend = redis_backend(
+            state.redis_url,
+            instance_id=instance_id,
+            leader_ttl_s=state.leader_ttl_s,
+            timeout_s=state.redis_timeout_s,
+            answer_timeout_s=answer_timeout_s,
+        )
+        where = redact(state.redis_url)
     stack.push_async_callback(backend.aclose)
-    log.info("instance %s sharing state at %s", instance_id, redact(state.redis_url))
+    log.info("instance %s sharing state at %s", instance_id, where)
     return BalancerService.on(settings, backend, runtime, worker_argv=sys.argv[1:])
 
 

@@ -231,9 +231,49 @@ class StateSettings:
     instance_id: str = setting(
         "", "instance_id", "this instance's name in the shared state (default: <hostname>:<port>)"
     )
+    redis_sentinel: str = setting(
+        "",
+        "redis_sentinel",
+        "host:port,host:port,... of Redis Sentinels: the shared state follows the master they "
+        "name (--redis-master-name) through failovers; --redis-url then gives only the db and "
+        "password (empty: no Sentinel)",
+    )
+    redis_master_name: str = setting(
+        "chlb", "redis_master_name", "the master's name in the Sentinels' configuration"
+    )
+    sentinels: tuple[tuple[str, int], ...] = derived()
 
     def __post_init__(self) -> None:
-        check(positive(self, "redis_timeout_s", "leader_ttl_s"))
+        check(
+            [
+                *positive(self, "redis_timeout_s", "leader_ttl_s"),
+                (self.redis_master_name != "", "redis_master_name must not be empty"),
+            ]
+        )
+        object.__setattr__(self, "sentinels", _sentinels(self.redis_sentinel))
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state lives in Redis (a URL or Sentinels), shared with other instances."""
+        return bool(self.redis_url or self.redis_sentinel)
+
+
+def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` → ((host, port), ...); an IPv6 host goes in brackets."""
+    found: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        check(
+            [
+                (
+                    host != "" and port.isdigit() and 0 < int(port) < 65536,
+                    f"redis_sentinel: {item!r} is not host:port",
+                )
+            ]
+        )
+        found.append((host, int(port)))
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Owns the names only (no I/O). Layout:
   lb:alive:<name>      string with a TTL: the replica passed a heartbeat recently
   lb:leader            string with a TTL: "<instance>:<token>" of the current leader
   lb:fence             counter: the fencing token of the latest leader
+  lb:fence:server      run_id of the Redis server that minted the latest token (Sentinel mode)
   lb:replicas          hash name → JSON runtime record (address, locator…) of every started replica
   lb:instance:<id>     string with a TTL: JSON status of one balancer instance
   lb:admin:queue       list: /add and /rm requests followers hand to the leader
@@ -40,6 +41,11 @@ def leader(prefix: str = PREFIX) -> str:
 
 def fence(prefix: str = PREFIX) -> str:
     return f"{prefix}fence"
+
+
+def fence_server(prefix: str = PREFIX) -> str:
+    """The run_id of the server that minted the latest fencing token (``redis_leadership``)."""
+    return f"{prefix}fence:server"
 
 
 def replicas(prefix: str = PREFIX) -> str:

@@ -38,6 +38,7 @@ def redis_backend(
     prefix: str = keys.PREFIX,
     clock: Clock = time.monotonic,
     connect: Connect | None = None,
+    replicated: bool = False,
 ) -> StateBackend:
     """The state shared through the Redis server at ``url``.
 
@@ -50,7 +51,11 @@ def redis_backend(
         answer_timeout_s: how long a follower waits for the leader's answer once taken.
         prefix: the key prefix (tests isolate themselves with their own).
         clock: the elector's monotonic clock (the lease's validity is measured on it).
-        connect: makes the clients instead of ``url`` (tests: fakeredis).
+        connect: makes the clients instead of ``url`` (tests: fakeredis; Sentinel: clients of
+            the master the Sentinels name, ``balancer.state.sentinel``).
+        replicated: the server has replicas a failover may promote: fencing tokens are bound
+            to the server that minted them and a term starts once a replica holds its lease
+            (``LeaderElector``).
 
     Returns:
         The set; ``aclose`` it (or use it as an async context manager) to close its clients.
@@ -61,11 +66,16 @@ def redis_backend(
             return connect(call_timeout_s)
         return redis_client(url, timeout_s=call_timeout_s)
 
-    store = RedisStore(client(timeout_s), prefix=prefix)
+    store = RedisStore(client(timeout_s), prefix=prefix, replicated=replicated)
     elector_client = client(timeout_s)
     relay_client = client(timeout_s + _BLPOP_S)
     elector = LeaderElector(
-        elector_client, instance_id, ttl_s=leader_ttl_s, prefix=prefix, clock=clock
+        elector_client,
+        instance_id,
+        ttl_s=leader_ttl_s,
+        prefix=prefix,
+        clock=clock,
+        replicated=replicated,
     )
     relay = RedisRelay(
         relay_client,

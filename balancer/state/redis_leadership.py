@@ -8,7 +8,13 @@ renewed every ``ttl/3``; the leader steps down at once when a renewal is refused
 holds the lease) or when its lease could have expired without a renewal getting through
 (measured on this process's monotonic clock: a duration, never a time compared across hosts).
 A timer fires at the moment the lease may run out, so stepping down never waits for a slow
-Redis call to fail. Implements ``coordination.Leadership``.
+Redis call to fail.
+
+Replicated (Sentinel), a failover can lose the latest writes, lease and counter included, so two
+more rules keep a token from ever going back: the counter is bound to the server that minted it
+(its ``run_id``, read inside the script), and on any other server the counter first jumps by
+``FENCE_JUMP``, while the store refuses tokens minted elsewhere; and a new term starts only once
+``WAIT`` says a replica holds its lease and token. Implements ``coordination.Leadership``.
 Must not import: aiohttp, docker.
 """
 
@@ -25,29 +31,60 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from balancer.state import keys
+from balancer.state.redis_store import RUN_ID_LUA
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] lease, KEYS[2] fence counter; ARGV[1] instance id, ARGV[2] ttl ms, ARGV[3] a random
-# start for a missing counter → {token, 0} when taken, else {0, ms until the lease runs out}.
+# KEYS[1] lease, KEYS[2] fence counter, KEYS[3] the fence's minting server; ARGV[1] instance
+# id, ARGV[2] ttl ms, ARGV[3] a random start for a missing counter, ARGV[4] '1' to bind the fence
+# to the server (Sentinel), ARGV[5] the jump → {token, 0, connected replicas} when taken, else
+# {0, ms until the lease runs out, 0}.
 # The random start matters after Redis lost its data: a counter restarted at 0 would hand the
 # new leader the very token an old leader may still hold, and fencing could not tell them apart.
-_ACQUIRE = """
+# Bound to its server, a token minted on another server (before a failover) is void here: so is
+# its lease, and the counter jumps past anything that server could have minted after its last
+# write reached this one (the writes a failover loses).
+_ACQUIRE = (
+    "local here = ''\n"
+    "if ARGV[4] == '1' then\n"
+    f"  here = {RUN_ID_LUA}\n"
+    """  if redis.call('GET', KEYS[3]) ~= here then
+    redis.call('DEL', KEYS[1])
+  end
+end
 if redis.call('SET', KEYS[1], 'taking', 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[3], 'NX')
+  local replicas = 0
+  if ARGV[4] == '1' then
+    if redis.call('GET', KEYS[3]) ~= here then
+      redis.call('INCRBY', KEYS[2], ARGV[5])
+      redis.call('SET', KEYS[3], here)
+    end
+    replicas = tonumber(string.match(redis.call('INFO', 'replication'),
+      'connected_slaves:(%d+)'))
+  end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
-  return {token, 0}
+  return {token, 0, replicas}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', KEYS[1]), 0}
 """
-# KEYS[1] lease; ARGV[1] our lease value, ARGV[2] ttl ms → 1 renewed, 0 not ours any more.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+)
+# KEYS[1] lease, KEYS[2] the fence's minting server; ARGV[1] our lease value, ARGV[2] ttl ms,
+# ARGV[3] '1' when bound to the server → 1 renewed, 0 not ours any more. A bound lease found on
+# another server than the one that minted its token (a failover) is dropped: a new term starts.
+_RENEW = (
+    """if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
 end
-return 0
 """
+    f"if ARGV[3] == '1' and redis.call('GET', KEYS[2]) ~= {RUN_ID_LUA} then\n"
+    """  redis.call('DEL', KEYS[1])
+  return 0
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+)
 # KEYS[1] lease; ARGV[1] our lease value.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -55,6 +92,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# How far a bound counter jumps on a server that did not mint the latest token: more than any
+# number of elections a failover could lose (those of one replication lag, a few seconds).
+FENCE_JUMP = 1_000_000
 
 Clock = Callable[[], float]
 
@@ -70,10 +110,16 @@ class LeaderElector:
         ttl_s: float = 3.0,
         prefix: str = keys.PREFIX,
         clock: Clock = time.monotonic,
+        replicated: bool = False,
     ) -> None:
+        """``replicated``: the server has replicas a failover may promote (Sentinel). The fence
+        is then bound to the server that minted it, and a new term starts only once a replica
+        acknowledged its lease and token (``WAIT``, within a sixth of the TTL)."""
         self._redis = client
+        self._replicated = replicated
         self._id = instance_id
         self._ttl_ms = max(100, int(ttl_s * 1000))
+        self._ack_ms = max(10, self._ttl_ms // 6)
         self._prefix = prefix
         self._clock = clock
         self._acquire = client.register_script(_ACQUIRE)
@@ -142,11 +188,20 @@ class LeaderElector:
     async def _campaign(self) -> float:
         """Try to take the lease; returns the seconds until the holder's lease ends (0: won)."""
         started = self._clock()
-        token, pttl_ms = await self._acquire(
-            keys=[self._lease_key(), keys.fence(self._prefix)],
-            args=[self._id, self._ttl_ms, random.randrange(1 << 40)],
+        token, pttl_ms, replicas = await self._acquire(
+            keys=[self._lease_key(), keys.fence(self._prefix), keys.fence_server(self._prefix)],
+            args=[
+                self._id,
+                self._ttl_ms,
+                random.randrange(1 << 40),
+                "1" if self._replicated else "",
+                FENCE_JUMP,
+            ],
         )
         token = int(token)
+        if token and not await self._acknowledged(token, int(replicas)):
+            await self._release(keys=[self._lease_key()], args=[f"{self._id}:{token}"])
+            return self._ttl_ms / 3000  # campaign again next round
         if token:
             self.token = token
             self._extend(started)
@@ -155,15 +210,49 @@ class LeaderElector:
             log.info("became leader with fencing token %d", token)
         return max(0.0, int(pttl_ms) / 1000)
 
+    async def _acknowledged(self, token: int, replicas: int) -> bool:
+        """Whether the new term may start: at once unless replicated; else once a replica holds
+        the lease and token, so a failover cannot promote a replica that lost them.
+
+        The lease is renewed and ``WAIT``-ed for on one connection (a pipeline): ``WAIT`` counts
+        the replicas that acknowledged this connection's writes, and the renewal also checks
+        that the connection still talks to the server that minted the token. A master with no
+        replica connected leads at once: a replica connecting later copies the lease first.
+        """
+        if not self._replicated:
+            return True
+        if replicas == 0:
+            log.warning(
+                "no replica connected to the Redis master: term %d is not replicated yet", token
+            )
+            return True
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._renew(
+                keys=[self._lease_key(), keys.fence_server(self._prefix)],
+                args=[f"{self._id}:{token}", self._ttl_ms, "1"],
+                client=pipe,
+            )
+            pipe.execute_command("WAIT", 1, self._ack_ms)
+            renewed, acked = await pipe.execute()
+        if int(renewed) and int(acked) >= 1:
+            return True
+        log.warning(
+            "no replica acknowledged lease and token %d within %d ms: not leading this round",
+            token,
+            self._ack_ms,
+        )
+        return False
+
     async def _keep(self) -> None:
         started = self._clock()
         renewed = await self._renew(
-            keys=[self._lease_key()], args=[f"{self._id}:{self.token}", self._ttl_ms]
+            keys=[self._lease_key(), keys.fence_server(self._prefix)],
+            args=[f"{self._id}:{self.token}", self._ttl_ms, "1" if self._replicated else ""],
         )
         if int(renewed):
             self._extend(started)
         else:
-            self._step_down("the lease is held by someone else")
+            self._step_down("the lease is held by someone else (or was minted before a failover)")
 
     def _extend(self, started: float) -> None:
         """The lease is ours until ``started + ttl`` (the request left before Redis set it)."""

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from balancer.errors import StaleLeaderError, StoreUnavailable
@@ -32,15 +33,34 @@ from balancer.state.store import Membership, Replica
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] membership hash, KEYS[2] changes channel, KEYS[3] fence counter; ARGV[1] expected
-# epoch, ARGV[2] new doc, ARGV[3] the writer's fencing token ('' = unfenced write).
+# The run_id of the server running a script: which server minted a fencing token (Sentinel).
+RUN_ID_LUA = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')"
+
+# A fenced write's check, first in _COMMIT and _RESTORE: KEYS[3] fence counter, KEYS[4] the
+# fence's minting server; ARGV[3] the writer's fencing token ('' = unfenced write), ARGV[4] '1'
+# when the fence is bound to its server. A token is the latest leader's only if it is the
+# counter's value and (bound) was minted on this very server: after a failover the promoted
+# replica refuses every token minted on the old master, whether or not it was replicated.
+_FENCED = (
+    """if ARGV[3] ~= '' then
+  if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
+    return -2
+  end
+"""
+    f"  if ARGV[4] == '1' and redis.call('GET', KEYS[4]) ~= {RUN_ID_LUA} then\n"
+    """    return -2
+  end
+end
+"""
+)
+
+# KEYS[1] membership hash, KEYS[2] changes channel, KEYS[3..4] and ARGV[3..4] as _FENCED;
+# ARGV[1] expected epoch, ARGV[2] new doc.
 # Returns the new epoch; -1 when the stored epoch is not the expected one (a lost race); -2 when
 # the token is not the latest leader's (a stale leader: refused).
-_COMMIT = """
-if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
-  return -2
-end
-local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+_COMMIT = (
+    _FENCED
+    + """local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if current ~= tonumber(ARGV[1]) then
   return -1
 end
@@ -49,28 +69,33 @@ redis.call('HSET', KEYS[1], 'epoch', epoch, 'doc', ARGV[2])
 redis.call('PUBLISH', KEYS[2], epoch)
 return epoch
 """
+)
 
-# KEYS as _COMMIT; ARGV[1] the epoch to restore, ARGV[2] its doc, ARGV[3] fencing token.
+# KEYS and ARGV[3..4] as _COMMIT; ARGV[1] the epoch to restore, ARGV[2] its doc.
 # Returns 1 when written; 0 when the stored epoch is not older; -2 for a stale leader.
-_RESTORE = """
-if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
-  return -2
-end
-if tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') >= tonumber(ARGV[1]) then
+_RESTORE = (
+    _FENCED
+    + """if tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'doc', ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
 """
+)
 
 
 class RedisStore:
     """``Store`` over a redis-py asyncio client (see the module docstring)."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = keys.PREFIX) -> None:
+    def __init__(
+        self, client: redis.Redis, *, prefix: str = keys.PREFIX, replicated: bool = False
+    ) -> None:
+        """``replicated``: fencing tokens are bound to the server that minted them (Sentinel:
+        ``LeaderElector(replicated=True)`` mints them so)."""
         self._redis = client
         self._prefix = prefix
+        self._bound = "1" if replicated else ""
         self._commit = client.register_script(_COMMIT)
         self._restore = client.register_script(_RESTORE)
         self._changed = asyncio.Condition()
@@ -103,7 +128,8 @@ class RedisStore:
         async with unavailable():
             result = int(
                 await self._commit(
-                    keys=self._doc_keys(), args=[expected_epoch, doc, fence_token or ""]
+                    keys=self._doc_keys(),
+                    args=[expected_epoch, doc, fence_token or "", self._bound],
                 )
             )
         if result == -2:
@@ -115,7 +141,8 @@ class RedisStore:
         async with unavailable():
             result = int(
                 await self._restore(
-                    keys=self._doc_keys(), args=[membership.epoch, doc, fence_token or ""]
+                    keys=self._doc_keys(),
+                    args=[membership.epoch, doc, fence_token or "", self._bound],
                 )
             )
         if result == -2:
@@ -123,7 +150,12 @@ class RedisStore:
         return result == 1
 
     def _doc_keys(self) -> list[str]:
-        return [keys.membership(self._prefix), keys.changes(self._prefix), keys.fence(self._prefix)]
+        return [
+            keys.membership(self._prefix),
+            keys.changes(self._prefix),
+            keys.fence(self._prefix),
+            keys.fence_server(self._prefix),
+        ]
 
     async def wait_for_change(self, epoch: int, timeout_s: float) -> None:
         self._ensure_listener()
@@ -247,11 +279,27 @@ class RedisStore:
                         )
                         if message is not None:
                             await self._hint()
+                        if self._moved(pubsub):
+                            raise RedisConnectionError("the master moved (a Sentinel failover)")
             except (RedisError, OSError) as exc:
                 log.warning("redis pub/sub lost (%s); resubscribing in %.1fs", exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
+
+    def _moved(self, pubsub: Any) -> bool:
+        """Whether the store's calls now reach another master than the subscription does.
+
+        Only a Sentinel-managed pool knows a master address: it changes when a call finds the
+        old master gone or demoted (its ``READONLY`` errors drop the connection and the next
+        one asks the Sentinels). A subscription left on a demoted master would hear nothing
+        the new master publishes, so it is made again there.
+        """
+        master = getattr(self._redis.connection_pool, "master_address", None)
+        connection = pubsub.connection
+        if master is None or connection is None:
+            return False
+        return (connection.host, connection.port) != tuple(master)
 
     async def _hint(self) -> None:
         async with self._changed:

@@ -77,6 +77,8 @@ KEYS: list[tuple[str, str, str, str, Any]] = [
     ("redis_timeout_s", "state", "redis_timeout_s", "2.5", 2.5),
     ("leader_ttl_s", "state", "leader_ttl_s", "4.5", 4.5),
     ("instance_id", "state", "instance_id", "lb-a", "lb-a"),
+    ("redis_sentinel", "state", "redis_sentinel", "h:26379,[::1]:1", "h:26379,[::1]:1"),
+    ("redis_master_name", "state", "redis_master_name", "m2", "m2"),
     ("admin_token", "admin", "token", "s3cret", "s3cret"),
     ("log_level", "log", "level", "DEBUG", "DEBUG"),
     ("replica_host", "process", "host", "127.0.0.2", "127.0.0.2"),
