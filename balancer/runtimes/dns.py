@@ -158,8 +158,14 @@ class DnsRuntime:
         """Look the name up whenever the answer is due; ``on_change()`` after each change of
         the addresses. Runs until cancelled."""
         while True:
-            if await self.refresh():
-                on_change()
+            try:
+                if await self.refresh():
+                    on_change()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in a lookup must not end the leader's term
+                log.exception("%s: lookup failed unexpectedly", self._name)
+                self._next_at = self._clock() + self._interval_s
             await asyncio.sleep(max(0.0, self._next_at - self._clock()))
 
     async def refresh(self) -> bool:
@@ -278,7 +284,7 @@ class DnsSettings:
         "longest time between two lookups; a shorter TTL looks up sooner (not below 1 s)",
     )
     server: str = setting(
-        "", "dns_server", "host:port of the nameserver to ask; empty: the system's resolv.conf"
+        "", "dns_server", "ip:port of the nameserver to ask; empty: the system's resolv.conf"
     )
 
     def __post_init__(self) -> None:
@@ -289,11 +295,19 @@ class DnsSettings:
                 (0 < self.port < 65536, "dns_port must be a port (1..65535)"),
                 *positive(self, "interval_s"),
                 (
-                    not self.server or (bool(host) and server_port.isdigit()),
-                    "dns_server must be host:port",
+                    not self.server or (_is_ip(host.strip("[]")) and server_port.isdigit()),
+                    "dns_server must be ip:port (an IPv6 address in brackets)",
                 ),
             ]
         )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def dns_runtime(settings: DnsSettings) -> DnsRuntime:

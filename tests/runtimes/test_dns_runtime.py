@@ -9,6 +9,8 @@ a hostile answer, the stable names and the settings. The real resolver runs agai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +19,7 @@ from balancer.api.openapi import spec
 from balancer.errors import ConfigError, RuntimeFailure
 from balancer.runtimes.dns import (
     MAX_ADDRESSES,
+    Answer,
     DnsRuntime,
     DnsSettings,
     bounded,
@@ -25,6 +28,7 @@ from balancer.runtimes.dns import (
     replica_name,
 )
 from balancer.runtimes.registry import RUNTIMES
+from tests.conftest import eventually
 from tests.runtimes.dns_harness import DnsHarness
 from tests.runtimes.test_runtime_contract import ROUND_TRIPS, answers, home
 from tests.support.dns_fake import FakeDns
@@ -174,6 +178,38 @@ async def test_the_next_lookup_honours_the_ttl_within_bounds(
     assert dns.lookups == 2
 
 
+async def test_watch_calls_back_on_each_change_and_survives_a_broken_lookup() -> None:
+    dns = FakeDns(["127.0.0.1:5000"])
+    calls = 0
+    broken = True
+
+    async def lookup() -> Answer:
+        nonlocal broken
+        if broken and dns.lookups == 1:
+            broken = False
+            raise ValueError("a bug in a lookup")
+        return await dns.lookup()
+
+    def changed() -> None:
+        nonlocal calls
+        calls += 1
+
+    runtime = DnsRuntime("tasks.web", lookup, interval_s=0.01)
+    task = asyncio.create_task(runtime.watch(changed))
+    try:
+        await eventually(lambda: _true(calls == 1), timeout_s=2.0)
+        dns.addresses.append("127.0.0.2:5000")
+        await eventually(lambda: _true(calls == 2), timeout_s=2.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def test_refresh_says_whether_the_addresses_changed() -> None:
     clock = Clock()
     dns = FakeDns(["127.0.0.1:5000"])
@@ -234,6 +270,7 @@ def test_the_registry_builds_it_from_its_section() -> None:
     runtime = RUNTIMES.build("dns", DnsSettings(name="tasks.web", server="127.0.0.1:53"))
     assert isinstance(runtime, DnsRuntime)
     assert runtime.managed_by == "DNS name tasks.web"
+    assert isinstance(RUNTIMES.build("dns", DnsSettings(name="x", server="[::1]:53")), DnsRuntime)
 
 
 @pytest.mark.parametrize(
@@ -245,6 +282,7 @@ def test_the_registry_builds_it_from_its_section() -> None:
         {"interval_s": 0.0},
         {"server": "127.0.0.1"},
         {"server": "127.0.0.1:x"},
+        {"server": "dns.example:53"},  # dnspython asks addresses, not names
     ],
 )
 def test_bad_settings_are_refused(bad: dict[str, object]) -> None:

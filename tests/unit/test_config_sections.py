@@ -93,6 +93,11 @@ KEYS: list[tuple[str, str, str, str, Any]] = [
     ("swarm_deployment", "swarm", "deployment", "green", "green"),
     ("swarm_timeout_s", "swarm", "timeout_s", "7.5", 7.5),
     ("swarm_constraints", "swarm", "constraints", "node.role==worker", "node.role==worker"),
+    ("dns_name", "dns", "name", "tasks.web", "tasks.web"),
+    ("dns_record", "dns", "record", "srv", "srv"),
+    ("dns_port", "dns", "port", "8080", 8080),
+    ("dns_interval_s", "dns", "interval_s", "2.5", 2.5),
+    ("dns_server", "dns", "server", "127.0.0.1:5353", "127.0.0.1:5353"),
 ]
 
 
