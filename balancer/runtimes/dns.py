@@ -28,7 +28,7 @@ replicas. ``spawn`` raises ``RuntimeFailure`` saying which system manages them; 
 answer (whoever runs the replicas); ``adopt`` is True for a handle whose name is in it. The
 locator is the replica's address; ``describe`` shows nothing. The control plane never spawns
 with this runtime (``balancer.control.plan``, ``Policy.discovered``).
-Must not import: aiohttp, redis, docker; dnspython only inside ``dns_lookup``.
+Must not import: aiohttp, redis, docker (dnspython is imported only inside the lookup functions).
 """
 
 from __future__ import annotations
