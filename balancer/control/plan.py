@@ -24,8 +24,9 @@ resolves to; ``balancer.runtimes.discovery``) the runtime's list is the desired 
   1. ``Restore`` as above;
   2. members the runtime no longer lists: ``Evict`` each at once (their system removed them);
      members the health checks hold DOWN: ``Evict`` each, within ``replace_after_s`` as above;
-  3. listed replicas that are not members (nor DOWN members waiting out their grace): ``Join``
-     them (the manager lets in those that pass a health check).
+  3. listed replicas that are not members, and that the health checks do not hold DOWN (an
+     evicted one until the monitor forgets it): ``Join`` them (the manager lets in those that
+     pass a health check).
 It never boots, spawns, adopts or stops strays: this balancer starts and stops nothing.
 Must not import: asyncio, aiohttp, redis, docker.
 """
@@ -143,8 +144,11 @@ def _discovered(policy: Policy, seen: Observed) -> list[Action]:
     members = set(seen.stored.names)
     gone: list[Action] = [Evict(name, False) for name in sorted(members - set(seen.listed))]
     down = [e for e in _evictions(policy, seen) if e.name in seen.listed]
-    waiting = {name for name in seen.down_since if _waiting(policy, seen, name)}
-    joining = tuple(h for name, h in sorted(seen.listed.items()) if name not in members | waiting)
+    # A name the health checks still hold DOWN (a member waiting out its grace, or one just
+    # evicted, until the monitor forgets it) is not offered: it rejoins after a fresh check.
+    joining = tuple(
+        h for name, h in sorted(seen.listed.items()) if name not in members | set(seen.down_since)
+    )
     return gone + down + ([Join(joining)] if joining else [])
 
 

@@ -215,8 +215,12 @@ DISCOVERED: dict[str, tuple[Case, list[Action]]] = {
         with_members(found("a", "c"), *ABC, down_for_s={"b": 0.1}, grace_s=9),
         [Evict("b", False)],
     ),
-    "an evicted DOWN replica still listed is offered to join again (the join checks it)": (
+    "an evicted replica still listed and still held DOWN is not offered to join yet": (
         with_members(found(*ABC), "a", "c", down_for_s={"b": 5.0}),
+        [],
+    ),
+    "once the health checks forget it, a listed non-member is offered again": (
+        with_members(found(*ABC), "a", "c"),
         [Join((handle("b"),))],
     ),
     "store behind what we route on: restore first, as always": (
