@@ -16,7 +16,11 @@ answers 503 until replicas are back). Until a first answer arrives ``list`` rais
 
 A hostile or broken answer is bounded: at most ``MAX_ADDRESSES`` addresses (the rest are
 ignored, with a warning), at most ``MAX_SRV_TARGETS`` SRV targets looked up; unspecified,
-multicast and scoped addresses, SRV port 0 and the SRV "." target are dropped.
+multicast and scoped addresses, SRV port 0 and the SRV "." target are dropped. An answer is
+trusted no further than ``--dns-allow`` says: by default loopback and link-local addresses are
+dropped too, so a poisoned answer cannot turn the balancer into a proxy to itself, to a service
+on its own host, or to a cloud metadata endpoint (169.254.169.254); a deployment that knows its
+replicas' network lists it (``--dns-allow 10.0.0.0/8``) and every other address is dropped.
 
 Names: a replica is named after its address, ``<ip>_<port>`` (``10.0.1.5_5000``; an IPv6
 address in compressed form with ``:`` written ``-``: ``fd00--1_5000``), so its name, and the
@@ -37,7 +41,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +58,12 @@ LOOKUP_TIMEOUT_S = 2.0  # one lookup, every query of it included
 
 Record = Literal["a", "srv"]
 Clock = Callable[[], float]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# What an answer may not name unless --dns-allow lists it: the balancer's own host, link-local
+# neighbours and the metadata endpoints clouds serve there.
+NEVER_BY_DEFAULT: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10")
+)
 
 
 class LookupFailed(RuntimeFailure):
@@ -77,18 +87,38 @@ def replica_name(address: str) -> str:
     return f"{host.strip('[]').replace(':', '-')}_{port}"
 
 
-def endpoint(host: str, port: int) -> str | None:
+def endpoint(host: str, port: int, allow: Sequence[Network] = ()) -> str | None:
     """``host:port`` in canonical form (IPv6 in brackets), or None for an address or port a
-    replica cannot have (unspecified, multicast, scoped, port outside 1..65535)."""
+    replica cannot have (unspecified, multicast, scoped, port outside 1..65535) and for an
+    address outside ``allow`` (empty: any but ``NEVER_BY_DEFAULT``)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
     if ip.is_unspecified or ip.is_multicast or not 0 < port < 65536:
         return None
+    if not permitted(ip, allow):
+        return None
     if isinstance(ip, ipaddress.IPv6Address):
         return None if ip.scope_id else f"[{ip.compressed}]:{port}"
     return f"{ip}:{port}"
+
+
+def permitted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: Sequence[Network]) -> bool:
+    """Whether an answer may name ``ip``: inside one of ``allow``, or (``allow`` empty) outside
+    every ``NEVER_BY_DEFAULT`` network."""
+    if allow:
+        return any(ip in net for net in allow)
+    return not any(ip in net for net in NEVER_BY_DEFAULT)
+
+
+def parse_allow(text: str) -> tuple[Network, ...]:
+    """``--dns-allow``'s comma-separated CIDRs.
+
+    Raises:
+        ValueError: an entry that is not a network (host bits set included).
+    """
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
 
 
 def bounded(name: str, addresses: Iterable[str]) -> tuple[str, ...]:
@@ -204,9 +234,12 @@ def _handle(address: str) -> ReplicaHandle:
 # -- dnspython: the lookup --------------------------------------------------------------------
 
 
-def dns_lookup(name: str, record: Record, *, port: int, server: str = "") -> Lookup:
+def dns_lookup(
+    name: str, record: Record, *, port: int, server: str = "", allow: Sequence[Network] = ()
+) -> Lookup:
     """A lookup of ``name`` with dnspython's asyncio resolver (``server``: ``host:port``,
-    else the system's ``resolv.conf``)."""
+    else the system's ``resolv.conf``); addresses outside ``allow`` are dropped (see
+    ``endpoint``)."""
     import dns.asyncresolver
 
     resolver = dns.asyncresolver.Resolver(configure=not server)
@@ -219,8 +252,8 @@ def dns_lookup(name: str, record: Record, *, port: int, server: str = "") -> Loo
 
     async def lookup() -> Answer:
         if record == "srv":
-            return await _srv(resolver, name)
-        found, ttl_s = await _addresses(resolver, name, port)
+            return await _srv(resolver, name, allow)
+        found, ttl_s = await _addresses(resolver, name, port, allow)
         return Answer(bounded(name, found), ttl_s)
 
     return lookup
@@ -240,16 +273,19 @@ async def _query(resolver: Any, name: str, rdtype: str) -> tuple[list[Any], floa
     return list(answer), float(answer.rrset.ttl)
 
 
-async def _addresses(resolver: Any, name: str, port: int) -> tuple[list[str], float]:
-    """The A and AAAA addresses of ``name`` with ``port``, and their smallest TTL."""
+async def _addresses(
+    resolver: Any, name: str, port: int, allow: Sequence[Network]
+) -> tuple[list[str], float]:
+    """The A and AAAA addresses of ``name`` with ``port`` that ``allow`` permits, and their
+    smallest TTL."""
     (a, a_ttl), (aaaa, aaaa_ttl) = await asyncio.gather(
         _query(resolver, name, "A"), _query(resolver, name, "AAAA")
     )
-    found = [endpoint(rr.address, port) for rr in [*a, *aaaa]]
+    found = [endpoint(rr.address, port, allow) for rr in [*a, *aaaa]]
     return [f for f in found if f is not None], min(a_ttl, aaaa_ttl)
 
 
-async def _srv(resolver: Any, name: str) -> Answer:
+async def _srv(resolver: Any, name: str, allow: Sequence[Network]) -> Answer:
     """SRV targets and ports, then each target's addresses (a target that fails to resolve
     fails the lookup: a partial answer would evict its replicas)."""
     records, ttl_s = await _query(resolver, name, "SRV")
@@ -257,7 +293,7 @@ async def _srv(resolver: Any, name: str) -> Answer:
     if len(targets) > MAX_SRV_TARGETS:
         log.warning("%s: %d SRV targets; using %d", name, len(targets), MAX_SRV_TARGETS)
     resolved = await asyncio.gather(
-        *(_addresses(resolver, target, port) for target, port in targets[:MAX_SRV_TARGETS])
+        *(_addresses(resolver, target, port, allow) for target, port in targets[:MAX_SRV_TARGETS])
     )
     found = [address for addresses, _ in resolved for address in addresses]
     return Answer(bounded(name, found), min([ttl_s, *(t for _, t in resolved)]))
@@ -286,6 +322,13 @@ class DnsSettings:
     server: str = setting(
         "", "dns_server", "ip:port of the nameserver to ask; empty: the system's resolv.conf"
     )
+    allow: str = setting(
+        "",
+        "dns_allow",
+        "comma-separated networks (CIDR) the answer's addresses must be in, e.g. 10.0.0.0/8; "
+        "others are dropped. Empty: any address but loopback and link-local (169.254.0.0/16, "
+        "where clouds serve instance metadata)",
+    )
 
     def __post_init__(self) -> None:
         host, _, server_port = self.server.rpartition(":")
@@ -298,8 +341,17 @@ class DnsSettings:
                     not self.server or (_is_ip(host.strip("[]")) and server_port.isdigit()),
                     "dns_server must be ip:port (an IPv6 address in brackets)",
                 ),
+                (_networks(self.allow), "dns_allow must be comma-separated networks (CIDR)"),
             ]
         )
+
+
+def _networks(text: str) -> bool:
+    try:
+        parse_allow(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_ip(host: str) -> bool:
@@ -319,5 +371,11 @@ def dns_runtime(settings: DnsSettings) -> DnsRuntime:
     if not settings.name:
         raise ConfigError("--runtime dns needs dns_name (--dns-name or LB_DNS_NAME)")
     record: Record = "srv" if settings.record == "srv" else "a"
-    lookup = dns_lookup(settings.name, record, port=settings.port, server=settings.server)
+    lookup = dns_lookup(
+        settings.name,
+        record,
+        port=settings.port,
+        server=settings.server,
+        allow=parse_allow(settings.allow),
+    )
     return DnsRuntime(settings.name, lookup, interval_s=settings.interval_s)

@@ -183,6 +183,8 @@ def balancer(tmp_path: Path, dns: Dnsmasq, *args: str) -> Iterator[BalancerProce
         dns.server,
         "--dns-interval-s",
         str(INTERVAL_S),
+        "--dns-allow",
+        "127.0.0.0/8",  # the replicas are on loopback, which an answer may not name by default
         "--heartbeat-interval-s",
         "0.2",
         *args,

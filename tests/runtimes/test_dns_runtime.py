@@ -25,6 +25,7 @@ from balancer.runtimes.dns import (
     bounded,
     dns_runtime,
     endpoint,
+    parse_allow,
     replica_name,
 )
 from balancer.runtimes.registry import RUNTIMES
@@ -254,6 +255,38 @@ def test_only_addresses_a_replica_can_have_are_used(
     host: str, port: int, expected: str | None
 ) -> None:
     assert endpoint(host, port) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "allow", "expected"),
+    [
+        # by default an answer may not point the balancer at itself or at link-local metadata
+        ("127.0.0.1", "", None),
+        ("127.5.6.7", "", None),
+        ("::1", "", None),
+        ("169.254.169.254", "", None),
+        ("fe80::1", "", None),
+        ("10.0.0.1", "", "10.0.0.1:5000"),
+        ("fd00::1", "", "[fd00::1]:5000"),
+        # a listed network admits its addresses and nothing else
+        ("127.0.0.11", "127.0.0.0/8", "127.0.0.11:5000"),
+        ("10.0.0.1", "127.0.0.0/8", None),
+        ("10.1.2.3", "10.0.0.0/8, fd00::/8", "10.1.2.3:5000"),
+        ("fd00::7", "10.0.0.0/8, fd00::/8", "[fd00::7]:5000"),
+        ("192.168.1.1", "10.0.0.0/8, fd00::/8", None),
+        ("169.254.169.254", "10.0.0.0/8", None),
+    ],
+)
+def test_an_answer_is_trusted_only_inside_dns_allow(
+    host: str, allow: str, expected: str | None
+) -> None:
+    assert endpoint(host, 5000, parse_allow(allow)) == expected
+
+
+@pytest.mark.parametrize("allow", ["10.0.0.1/8", "ten/8", "10.0.0.0/33", "10.0.0.0/8,,x"])
+def test_dns_allow_must_be_networks(allow: str) -> None:
+    with pytest.raises(ConfigError, match="dns_allow"):
+        DnsSettings(name="tasks.web", allow=allow)
 
 
 def test_a_huge_answer_is_capped() -> None:

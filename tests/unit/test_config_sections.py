@@ -98,6 +98,7 @@ KEYS: list[tuple[str, str, str, str, Any]] = [
     ("dns_port", "dns", "port", "8080", 8080),
     ("dns_interval_s", "dns", "interval_s", "2.5", 2.5),
     ("dns_server", "dns", "server", "127.0.0.1:5353", "127.0.0.1:5353"),
+    ("dns_allow", "dns", "allow", "10.0.0.0/8,fd00::/8", "10.0.0.0/8,fd00::/8"),
 ]
 
 
