@@ -97,7 +97,6 @@ class Reconciler:
         self._last: list[Action] = []
         self._join_failures: dict[str, tuple[int, float]] = {}  # name → (failures, retry at)
         self.ready = asyncio.Event()  # the term's first round got past adoption and boot
-        self.rounds = 0
 
     def wake(self) -> None:
         """Something changed: run a round now (safe to call from any callback)."""
