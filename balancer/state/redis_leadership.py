@@ -31,13 +31,13 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from balancer.state import keys
-from balancer.state.redis_store import RUN_ID_LUA
+from balancer.state.redis_store import RUN_ID_LUA, follow_master
 
 log = logging.getLogger(__name__)
 
 # KEYS[1] lease, KEYS[2] fence counter, KEYS[3] the fence's minting server; ARGV[1] instance
 # id, ARGV[2] ttl ms, ARGV[3] a random start for a missing counter, ARGV[4] '1' to bind the fence
-# to the server (Sentinel), ARGV[5] the jump → {token, 0, connected replicas} when taken, else
+# to the server (Sentinel), ARGV[5] the jump → {token, 0, replicas online} when taken, else
 # {0, ms until the lease runs out, 0}.
 # The random start matters after Redis lost its data: a counter restarted at 0 would hand the
 # new leader the very token an old leader may still hold, and fencing could not tell them apart.
@@ -60,8 +60,9 @@ if redis.call('SET', KEYS[1], 'taking', 'NX', 'PX', ARGV[2]) then
       redis.call('INCRBY', KEYS[2], ARGV[5])
       redis.call('SET', KEYS[3], here)
     end
-    replicas = tonumber(string.match(redis.call('INFO', 'replication'),
-      'connected_slaves:(%d+)'))
+    for _ in string.gmatch(redis.call('INFO', 'replication'), 'slave%d+:[^%c]*state=online') do
+      replicas = replicas + 1
+    end
   end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
@@ -163,6 +164,7 @@ class LeaderElector:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
                     # that lands as the call completes, and this task would never stop.
                     async with asyncio.timeout(interval_s):
+                        await follow_master(self._redis)  # Sentinel: a failover ends the term
                         if self.token is not None:
                             await self._keep()
                         else:  # try again right when the current lease runs out
@@ -217,13 +219,16 @@ class LeaderElector:
         The lease is renewed and ``WAIT``-ed for on one connection (a pipeline): ``WAIT`` counts
         the replicas that acknowledged this connection's writes, and the renewal also checks
         that the connection still talks to the server that minted the token. A master with no
-        replica connected leads at once: a replica connecting later copies the lease first.
+        replica online (none, or each still in its first sync) leads at once: waiting would
+        leave the deployment leaderless until a replica synced, and a replica that syncs later
+        copies the lease; one promoted before it synced has another run_id, so the bound fence
+        still refuses this term's token there and jumps past it.
         """
         if not self._replicated:
             return True
         if replicas == 0:
             log.warning(
-                "no replica connected to the Redis master: term %d is not replicated yet", token
+                "no replica online on the Redis master: term %d is not replicated yet", token
             )
             return True
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from balancer.errors import NotLeaderError
 from balancer.state import keys
 from balancer.state.coordination import AdminReply, ChangeHandler
-from balancer.state.redis_store import unavailable
+from balancer.state.redis_store import follow_master, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class RedisRelay:
         try:
             while True:
                 try:
+                    await follow_master(self._redis)  # BLPOP where the requests now go
                     item = await self._redis.blpop([self._queue], timeout=_POLL_S)
                 except (RedisError, OSError) as exc:
                     log.warning("admin relay: redis unavailable (%s)", exc)

@@ -126,6 +126,7 @@ class RedisStore:
         new = Membership(expected_epoch + 1, tuple(replicas), target, settings, ring_state)
         doc = json.dumps(membership_json(new))
         async with unavailable():
+            await follow_master(self._redis)  # a fenced write goes where the term was won
             result = int(
                 await self._commit(
                     keys=self._doc_keys(),
@@ -139,6 +140,7 @@ class RedisStore:
     async def restore(self, membership: Membership, *, fence_token: int | None = None) -> bool:
         doc = json.dumps(membership_json(membership))
         async with unavailable():
+            await follow_master(self._redis)  # a fenced write goes where the term was won
             result = int(
                 await self._restore(
                     keys=self._doc_keys(),
@@ -279,6 +281,7 @@ class RedisStore:
                         )
                         if message is not None:
                             await self._hint()
+                        await follow_master(self._redis)
                         if self._moved(pubsub):
                             raise RedisConnectionError("the master moved (a Sentinel failover)")
             except (RedisError, OSError) as exc:
@@ -315,6 +318,20 @@ def redis_client(url: str, *, timeout_s: float) -> redis.Redis:
         socket_connect_timeout=timeout_s,
         health_check_interval=10,
     )
+
+
+async def follow_master(client: redis.Redis) -> None:
+    """Ask the Sentinels where the master is now (a Sentinel-managed client; else nothing).
+
+    When it moved, the client's idle connections to the old master are dropped and its next
+    call goes to the new one. Without asking, a connection to the old master would live on
+    until the Sentinels demote it (seconds after a failover, and it accepts writes meanwhile,
+    which the demotion discards). A failed question changes nothing: the next call retries it.
+    """
+    discover = getattr(client.connection_pool, "get_master_address", None)
+    if discover is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await discover()
 
 
 @contextlib.asynccontextmanager

@@ -186,6 +186,24 @@ class SentinelGroup:
                 return port
         return None
 
+    def moved_from(self, port: int) -> bool:
+        """Whether a majority of the Sentinels name a master other than ``port``."""
+        now = self.master_port()
+        return now is not None and now != port
+
+    def force_failover(self, timeout_s: float = 15.0) -> None:
+        """``SENTINEL FAILOVER`` (no agreement needed), retried while the Sentinel answers that
+        no replica is suitable yet (its view of the replicas is refreshed every few seconds)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                command(self.sentinels[0].port, "SENTINEL", "FAILOVER", MASTER_NAME)
+                return
+            except RedisError as exc:
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
     def node(self, port: int) -> RedisNode:
         return next(n for n in self.nodes if n.port == port)
 
