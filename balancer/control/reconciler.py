@@ -146,7 +146,6 @@ class Reconciler:
         """
         seen = await self.observe()
         actions = plan(self._policy, seen)
-        self.rounds += 1
         for action in actions:
             await self._act(action)
         if not any(isinstance(a, Restore | Adopt | StopStrays) for a in actions):
