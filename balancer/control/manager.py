@@ -338,15 +338,18 @@ class ReplicaManager:
             settings = new.settings
             if settings is None and new.replicas:
                 settings = current.settings or self._ring_settings
+            ring_state = ""
+            if settings is not None:  # tens of ms of CPU: off the loop, which keeps serving
+                ring_state = await asyncio.to_thread(
+                    next_state, current.members(), current.ring_state, new.members(), settings
+                )
             committed = await self._store.commit(
                 new.replicas,
                 expected_epoch=current.epoch,
                 fence_token=self._leadership.token,
                 target=new.target,
                 settings=settings,
-                ring_state=""
-                if settings is None
-                else next_state(current.members(), current.ring_state, new.members(), settings),
+                ring_state=ring_state,
             )
             if committed is not None:
                 log.info("membership epoch %d: %s", committed.epoch, ", ".join(committed.names))
