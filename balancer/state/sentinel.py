@@ -27,7 +27,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
 
 from balancer.state import keys
@@ -50,6 +50,42 @@ def credentials(url: str) -> dict[str, Any]:
         return {}
     parsed = parse_url(url)
     return {k: parsed[k] for k in ("db", "username", "password") if parsed.get(k) is not None}
+
+
+class FollowingConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks where the master is whenever it reconnects.
+
+    redis-py (8.1, redis/redis-py#3874) asks only when the pool hands the connection out; a
+    connection dropped in the middle of a call (the ``READONLY`` of a demoted master) is made
+    again by its retry to the address it had, the demoted master, so the retry fails too.
+    """
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+
+
+def master_client(
+    watcher: Sentinel, master_name: str, *, call_timeout_s: float, timeout_s: float, url: str = ""
+) -> redis.Redis:
+    """A client of the master ``watcher`` names: each call waits ``call_timeout_s`` at most
+    for its reply, a connection ``timeout_s``; retried once on a connection error (a master
+    gone or demoted: redis-py's Sentinel connection turns ``READONLY`` into one)."""
+    client: redis.Redis = watcher.master_for(
+        master_name,
+        socket_timeout=call_timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=_retry(),
+        health_check_interval=10,
+        connection_class=FollowingConnection,
+        **credentials(url),
+    )
+    return client
 
 
 def sentinel_backend(
@@ -87,15 +123,9 @@ def sentinel_backend(
     watcher = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs, **bounded)  # type: ignore[no-untyped-call]
 
     def connect(call_timeout_s: float) -> redis.Redis:
-        client: redis.Redis = watcher.master_for(
-            master_name,
-            socket_timeout=call_timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=_retry(),
-            health_check_interval=10,
-            **credentials(url),
+        return master_client(
+            watcher, master_name, call_timeout_s=call_timeout_s, timeout_s=timeout_s, url=url
         )
-        return client
 
     backend = redis_backend(
         url,
