@@ -90,6 +90,16 @@ async def add_until_accepted(
     pytest.fail(f"/add never accepted: {refused[-5:]}")
 
 
+async def promotion(group: SentinelGroup, old: int, since: float) -> float:
+    """Seconds from ``since`` until a majority of the Sentinels name a master other than
+    ``old``."""
+    for _ in range(1500):
+        if await asyncio.to_thread(group.moved_from, old):
+            return time.monotonic() - since
+        await asyncio.sleep(0.02)
+    pytest.fail("the Sentinels named no new master")
+
+
 async def replaced(
     s: aiohttp.ClientSession, instances: list[Instance], gone: str, timeout_s: float
 ) -> tuple[float, list[Json]]:
@@ -117,7 +127,9 @@ async def test_sigkill_of_the_redis_primary_under_load(
         primary = group.master
         killed = time.monotonic()
         await asyncio.to_thread(primary.stop, signal.SIGKILL)
+        promoted = asyncio.create_task(promotion(group, primary.port, killed))
         window, refused = await add_until_accepted(s, cluster.instances, killed)
+        promoted_s = await asyncio.wait_for(promoted, 30.0)
         _, statuses = await wait_converged(s, cluster.instances, 20.0, replicas=4)
         await asyncio.wait_for(traffic, 40.0)
         moved = await asyncio.to_thread(group.master_port)
@@ -129,6 +141,7 @@ async def test_sigkill_of_the_redis_primary_under_load(
         took, _ = await replaced(s, cluster.instances, victim["name"], 20.0)
     print(
         f"\n[sentinel failover] primary {primary.port} SIGKILLed, master now {moved}; "
+        f"Sentinels named it {promoted_s:.2f}s after the SIGKILL; "
         f"{load.sent} GETs through both instances, {len(load.failures)} failed; /add accepted "
         f"{window:.2f}s after the SIGKILL ({len(refused)} refused before: "
         f"{sorted({r.split(' ', 2)[1] for r in refused})}); lease {holder}:{token_before} → "
