@@ -68,8 +68,11 @@ class RedisRelay:
 
     async def serve(self, handle: ChangeHandler) -> None:
         answering: set[asyncio.Task[None]] = set()
+        me = asyncio.current_task()
         try:
             while True:
+                if me is not None and me.cancelling():  # a cancel a client call swallowed
+                    raise asyncio.CancelledError
                 try:
                     await follow_master(self._redis)  # BLPOP where the requests now go
                     item = await self._redis.blpop([self._queue], timeout=_POLL_S)
