@@ -71,6 +71,16 @@ def build_snapshot(membership: Membership, settings: RingSettings) -> Snapshot:
     return Snapshot(membership, ring, addresses, effective)
 
 
+def _prepared(membership: Membership, settings: RingSettings) -> Snapshot:
+    """``build_snapshot`` with its picker and fingerprint computed: run in a thread, because a
+    ring costs ~13 ms of CPU to build (slots, 160 points per weight), which on the loop would
+    stall every connection this instance serves, on every change."""
+    snapshot = build_snapshot(membership, settings)
+    snapshot.fingerprint()
+    snapshot.picker  # noqa: B018  # computed here, not by the first request after the swap
+    return snapshot
+
+
 class RingView:
     """Holds the current snapshot and keeps it in step with the store."""
 
@@ -109,7 +119,10 @@ class RingView:
             self.lost_epoch = membership.epoch
         elif membership.epoch != self.current.epoch:
             self.lost_epoch = None
-            old, self.current = self.current, build_snapshot(membership, self._settings)
+            built = await asyncio.to_thread(_prepared, membership, self._settings)
+            if built.epoch <= self.current.epoch:  # a newer one was swapped in meanwhile
+                return self.current
+            old, self.current = self.current, built
             for listener in self.listeners:
                 listener(old, self.current)
             async with self._swapped:
