@@ -19,7 +19,8 @@ state). A replica runs while its one task is ``running``; its address is the tas
 ``network`` (from the task's network attachment on an overlay, or, on a swarm-scoped bridge
 network, from the task's container when it runs on this node), the service name when neither is
 known. ``spawn`` waits (bounded by ``start_timeout_s``) until the task runs with an address, not
-until the replica answers. A handle's ``locator`` is the service id; ``describe`` shows its short
+until the replica answers; it fails early when the task ends or its node goes down (a node
+that just failed can still be given the replacement of its own replica). A handle's ``locator`` is the service id; ``describe`` shows its short
 form as ``service``. Where it departs from the runtime contract (``tests/runtimes``): as with
 Docker, the engine keeps the record, so ``list`` is every running service of the deployment
 (whoever started it), ``release`` changes nothing and ``close`` stops every service of the
@@ -55,6 +56,7 @@ Tasks = list[Task]  # (inside the class, ``list`` is the method)
 Services = list["Service"]
 Handles = list[ReplicaHandle]
 _POLL_S = 0.25  # how often spawn and stop look at a task's state again
+_NODE_EVERY = 4  # spawn asks for the state of a starting task's node every 4th poll
 _ENDED = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
 
 
@@ -167,13 +169,12 @@ class SwarmRuntime:
             RuntimeFailure: the task ended, or did not run within ``start_timeout_s``.
         """
         deadline = time.monotonic() + self._start_timeout_s
+        polls = 0
         while True:
             tasks = _tasks(service)
             for task in tasks:
-                status = task.get("Status", {})
-                if status.get("State") in _ENDED:
-                    why = status.get("Err") or status.get("Message") or status.get("State")
-                    raise RuntimeFailure(f"the task of replica {name!r} ended: {why}")
+                self._check_starting(task, name, node=polls % _NODE_EVERY == 0)
+            polls += 1
             handle = self._handle(service, tasks)
             if handle is not None and not handle.address.startswith(service.name):
                 return handle
@@ -182,6 +183,22 @@ class SwarmRuntime:
                     f"the task of replica {name!r} did not run within {self._start_timeout_s}s"
                 )
             time.sleep(_POLL_S)
+
+    def _check_starting(self, task: Task, name: str, *, node: bool) -> None:
+        """Raises RuntimeFailure when ``task`` ended, or (``node``: asked now and then) sits on
+        a node that is down. A node that failed a moment ago still looks ready to the scheduler
+        and can be given the replacement of its own replica; waiting out ``start_timeout_s``
+        for that task would delay the replacement, so the spawn fails as soon as the managers
+        mark the node down, and the leader's next round places it elsewhere."""
+        status = task.get("Status", {})
+        if status.get("State") in _ENDED:
+            why = status.get("Err") or status.get("Message") or status.get("State")
+            raise RuntimeFailure(f"the task of replica {name!r} ended: {why}")
+        if not node or not task.get("NodeID") or status.get("State") == "running":
+            return
+        state = self._client.nodes.get(task["NodeID"]).attrs.get("Status", {}).get("State")
+        if state not in ("ready", "unknown"):
+            raise RuntimeFailure(f"the task of replica {name!r} is on a node that is {state}")
 
     def _remove(self, name: str, force: bool) -> None:
         for service in self._ours():

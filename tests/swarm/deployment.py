@@ -81,6 +81,8 @@ class SwarmDeployment:
     prefix: str = field(default_factory=lambda: f"chlbsw{uuid.uuid4().hex[:6]}")
     env: dict[str, str] = field(default_factory=dict)  # extra balancer settings
     ready_s: float = 0.0  # from up until N=3 on every balancer
+    host: str = "127.0.0.1"  # where the published ports answer (a node's address)
+    socket: str = "/var/run/docker.sock"  # the manager's socket, as its daemon's host sees it
 
     @property
     def network(self) -> str:
@@ -98,6 +100,7 @@ class SwarmDeployment:
             self.redis_image,
             f"{self.prefix}-redis",
             command=["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"],
+            constraints=["node.role==manager"],
         )
         for instance, port in self.ports.items():
             self.start_balancer(instance, port)
@@ -119,7 +122,7 @@ class SwarmDeployment:
             BALANCER_IMAGE,
             f"{self.prefix}-{instance}",
             env=[f"{k}={v}" for k, v in env.items()],
-            mounts=[Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")],
+            mounts=[Mount("/var/run/docker.sock", self.socket, type="bind")],
             endpoint_spec=EndpointSpec(mode="dnsrr", ports=_host_port(port, 5555)),
             constraints=["node.role==manager"],
             stop_grace_period=int(20e9),
@@ -210,11 +213,11 @@ def _host_port(published: int, target: int) -> Any:
     return {published: (target, "tcp", "host")}
 
 
-def get_json(port: int, path: str, timeout_s: float = 2.0) -> Json | None:
+def get_json(port: int, path: str, timeout_s: float = 2.0, host: str = "127.0.0.1") -> Json | None:
     """``GET`` a balancer's JSON without an event loop (fixtures are synchronous)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as resp:
+        with opener.open(f"http://{host}:{port}{path}", timeout=timeout_s) as resp:
             doc = json.loads(resp.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -226,7 +229,7 @@ def wait_ready(dep: SwarmDeployment, count: int, timeout_s: float) -> float:
     started = time.monotonic()
     seen: dict[str, Any] = {}
     while time.monotonic() - started < timeout_s:
-        seen = {i: get_json(p, "/rep") for i, p in dep.ports.items()}
+        seen = {i: get_json(p, "/rep", host=dep.host) for i, p in dep.ports.items()}
         if all(doc and doc.get("message", {}).get("N") == count for doc in seen.values()):
             return time.monotonic() - started
         time.sleep(0.3)

@@ -19,20 +19,25 @@ Json = dict[str, Any]
 SERVER_PREFIX = "Hello from Server: "
 
 
-def url(port: int, path: str) -> str:
-    return f"http://127.0.0.1:{port}{path}"
+def url(port: int, path: str, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{port}{path}"
 
 
 async def call(
-    s: aiohttp.ClientSession, method: str, port: int, path: str, body: Json | None = None
+    s: aiohttp.ClientSession,
+    method: str,
+    port: int,
+    path: str,
+    body: Json | None = None,
+    host: str = "127.0.0.1",
 ) -> tuple[int, Json]:
     headers = {} if method == "GET" else {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with s.request(method, url(port, path), json=body, headers=headers) as resp:
+    async with s.request(method, url(port, path, host), json=body, headers=headers) as resp:
         return resp.status, json.loads(await resp.read())
 
 
-async def rep(s: aiohttp.ClientSession, port: int) -> Json:
-    code, doc = await call(s, "GET", port, "/rep")
+async def rep(s: aiohttp.ClientSession, port: int, host: str = "127.0.0.1") -> Json:
+    code, doc = await call(s, "GET", port, "/rep", host=host)
     assert code == 200, doc
     return doc["message"]  # type: ignore[no-any-return]
 
@@ -89,6 +94,7 @@ class Load:
     failures: list[tuple[float, int, str]] = field(default_factory=list)  # (time, key, what)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     keys: int = 400  # each loop cycles over its share of this many keys
+    host: str = "127.0.0.1"
 
     async def run(self, s: aiohttp.ClientSession) -> None:
         started = time.monotonic()
@@ -102,7 +108,7 @@ class Load:
             i += 1
             at = time.monotonic()
             try:
-                async with s.get(url(port, f"/home?id={key}")) as resp:
+                async with s.get(url(port, f"/home?id={key}", self.host)) as resp:
                     body = json.loads(await resp.read())
                 server = served_by(body)
                 if resp.status == 200 and server is not None:
