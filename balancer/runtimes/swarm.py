@@ -20,12 +20,14 @@ state). A replica runs while its one task is ``running``; its address is the tas
 network, from the task's container when it runs on this node), the service name when neither is
 known. ``spawn`` waits (bounded by ``start_timeout_s``) until the task runs with an address, not
 until the replica answers; it fails early when the task ends or its node goes down (a node
-that just failed can still be given the replacement of its own replica). A handle's ``locator`` is the service id; ``describe`` shows its short
-form as ``service``. Where it departs from the runtime contract (``tests/runtimes``): as with
-Docker, the engine keeps the record, so ``list`` is every running service of the deployment
-(whoever started it), ``release`` changes nothing and ``close`` stops every service of the
-deployment. ``stop`` scales the service to 0 and waits (bounded) for its task to stop (SIGTERM,
-then SIGKILL after the grace period; ``force`` skips the grace) before removing the service.
+that just failed can still be given the replacement of its own replica). A handle's
+``locator`` is the service id; ``describe`` shows its short form as ``service``. Where it
+departs from the runtime contract (``tests/runtimes``): as with Docker, the engine keeps the
+record, so ``list`` is every running service of the deployment (whoever started it),
+``release`` changes nothing and ``close`` stops every service of the deployment. ``stop``
+scales the service to 0 and waits (bounded) for its task to stop (SIGTERM, SIGKILL after the
+grace period) before removing the service; ``force`` removes it at once. Either way Swarm first
+waits ~2 s for its gossip to converge, so a stopped replica answers that much longer.
 Every SDK call is blocking and runs in a thread (``asyncio.to_thread``) with the client's own
 timeout. The SDK is imported where it is first called (see ``balancer.runtimes.docker``).
 Must not import: aiohttp, redis.
