@@ -250,11 +250,11 @@ class ReplicaManager:
             True when the store was behind and has been restored.
         """
         async with self._lock:
-            self._require_leader()
+            token = self._require_leader()
             if (await self._store.membership()).epoch >= known.epoch:
                 return False
             restored = dataclasses.replace(known, epoch=known.epoch + 1)
-            if not await self._store.restore(restored, fence_token=self._leadership.token):
+            if not await self._store.restore(restored, fence_token=token):
                 return False
             for handle in await self._runtime.list():
                 await self._store.record_handle(handle)
@@ -332,7 +332,9 @@ class ReplicaManager:
         ``kind`` names the change for the movement log (add, replace, remove, evict, weight,
         settings, target, clear)."""
         for _ in range(_COMMIT_ATTEMPTS):
-            self._require_leader()
+            # The token of the term this change was decided in: read after the awaits below, a
+            # lease lost meanwhile would read None, an unfenced write the store lets through.
+            token = self._require_leader()
             current = await self._store.membership()
             new = change(current)
             settings = new.settings
@@ -346,7 +348,7 @@ class ReplicaManager:
             committed = await self._store.commit(
                 new.replicas,
                 expected_epoch=current.epoch,
-                fence_token=self._leadership.token,
+                fence_token=token,
                 target=new.target,
                 settings=settings,
                 ring_state=ring_state,
@@ -362,9 +364,15 @@ class ReplicaManager:
                 return committed
         raise ConflictError("membership kept changing under this update; try again")
 
-    def _require_leader(self) -> None:
+    def _require_leader(self) -> int | None:
+        """The fencing token of this leader's term (None: a solo instance, unfenced).
+
+        Raises:
+            NotLeaderError: this instance is not the leader.
+        """
         if not self._leadership.is_leader:
             raise NotLeaderError("only the leader changes replicas, and this instance is not it")
+        return self._leadership.token
 
     async def _stop_all(self, names: Iterable[str], *, force: bool = False) -> None:
         """Stop replicas (after they left the ring), then forget their runtime records."""

@@ -120,6 +120,34 @@ async def test_a_stale_leaders_add_is_fenced_off_and_leaves_nothing_behind(
     assert (await store.membership()).names == ["c"]
 
 
+async def test_a_lease_lost_while_a_change_is_prepared_is_fenced_off(
+    fenced: tuple[RedisStore, InProcessRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease runs out (the elector's timer clears the token) and a successor takes token 8
+    while the commit is being prepared: the write must carry the token of the term it was
+    decided in (7, refused), never no token at all (an unfenced write the store accepts)."""
+    store, runtime = fenced
+    leadership = FakeLeadership(token=7)
+    manager = make_manager(store, runtime, leadership)
+    await manager.add(1, ["a"])
+    read = store.membership
+    reads: list[int] = []
+
+    async def lease_lost_meanwhile() -> Membership:
+        current = await read()
+        reads.append(current.epoch)
+        if len(reads) == 2:  # set_weight's check, then the commit's read: the lease runs out
+            leadership.is_leader, leadership.token = False, None
+            await store._redis.set(keys.fence("t:"), 8)  # the successor's term
+        return current
+
+    monkeypatch.setattr(store, "membership", lease_lost_meanwhile)
+    before = await read()
+    with pytest.raises(StaleLeaderError):
+        await manager.set_weight("a", 3)
+    assert await read() == before
+
+
 async def test_a_stale_leaders_remove_changes_nothing(
     fenced: tuple[RedisStore, InProcessRuntime],
 ) -> None:
