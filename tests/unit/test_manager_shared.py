@@ -263,9 +263,9 @@ async def test_the_ring_state_is_computed_off_the_event_loop(
     import threading
 
     from balancer.control import manager as manager_module
+    from balancer.hashing import next_state as real
 
     threads: list[threading.Thread] = []
-    real = manager_module.next_state
 
     def recording(*args: Any) -> str:
         threads.append(threading.current_thread())
