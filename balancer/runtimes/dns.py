@@ -16,7 +16,8 @@ answers 503 until replicas are back). Until a first answer arrives ``list`` rais
 
 A hostile or broken answer is bounded: at most ``MAX_ADDRESSES`` addresses (the rest are
 ignored, with a warning), at most ``MAX_SRV_TARGETS`` SRV targets looked up; unspecified,
-multicast and scoped addresses, SRV port 0 and the SRV "." target are dropped. An answer is
+multicast and scoped addresses, IPv6 addresses that embed an IPv4 one (``::ffff:127.0.0.1``
+reaches loopback), SRV port 0 and the SRV "." target are dropped. An answer is
 trusted no further than ``--dns-allow`` says: by default loopback and link-local addresses are
 dropped too, so a poisoned answer cannot turn the balancer into a proxy to itself, to a service
 on its own host, or to a cloud metadata endpoint (169.254.169.254); a deployment that knows its
@@ -64,6 +65,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 NEVER_BY_DEFAULT: tuple[Network, ...] = tuple(
     ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10")
 )
+# IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo): the kernel
+# or a gateway may deliver them to that IPv4 address (::ffff:127.0.0.1 reaches loopback), so an
+# answer naming one could reach what the checks above forbid. A replica has a plain address.
+EMBEDS_IPV4: tuple[ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.IPv6Network(n)
+    for n in ("::ffff:0:0/96", "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32")
+)
 
 
 class LookupFailed(RuntimeFailure):
@@ -96,6 +104,8 @@ def endpoint(host: str, port: int, allow: Sequence[Network] = ()) -> str | None:
     except ValueError:
         return None
     if ip.is_unspecified or ip.is_multicast or not 0 < port < 65536:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in EMBEDS_IPV4):
         return None
     if not permitted(ip, allow):
         return None

@@ -275,6 +275,14 @@ def test_only_addresses_a_replica_can_have_are_used(
         ("fd00::7", "10.0.0.0/8, fd00::/8", "[fd00::7]:5000"),
         ("192.168.1.1", "10.0.0.0/8, fd00::/8", None),
         ("169.254.169.254", "10.0.0.0/8", None),
+        # IPv6 forms that carry an IPv4 address reach that address: never taken, whatever allows
+        ("::ffff:127.0.0.1", "", None),
+        ("::ffff:169.254.169.254", "", None),
+        ("::ffff:10.0.0.1", "::/0", None),
+        ("::127.0.0.1", "", None),
+        ("64:ff9b::a9fe:a9fe", "", None),
+        ("2002:7f00:1::1", "", None),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "", None),
     ],
 )
 def test_an_answer_is_trusted_only_inside_dns_allow(
