@@ -39,8 +39,12 @@ log = logging.getLogger(__name__)
 # id, ARGV[2] ttl ms, ARGV[3] a random start for a missing counter, ARGV[4] '1' to bind the fence
 # to the server (Sentinel), ARGV[5] the jump → {token, 0, replicas online} when taken, else
 # {0, ms until the lease runs out, 0}.
-# The random start matters after Redis lost its data: a counter restarted at 0 would hand the
-# new leader the very token an old leader may still hold, and fencing could not tell them apart.
+# A missing counter starts at the server's clock in microseconds (or the random start, if
+# greater), and a bound counter jumps to at least that clock: after Redis lost its data, or on a
+# promoted server that never received the counter, a counter restarted at 0 (or at a random
+# number) would hand the new leader a token at or below one an old leader may still hold. The
+# clock moves ~10^6 a second, faster than failovers (each takes seconds) add FENCE_JUMP, so tokens
+# minted this way keep rising as long as the servers' clocks roughly agree.
 # Bound to its server, a token minted on another server (before a failover) is void here: so is
 # its lease, and the counter jumps past anything that server could have minted after its last
 # write reached this one (the writes a failover loses).
@@ -53,11 +57,16 @@ _ACQUIRE = (
   end
 end
 if redis.call('SET', KEYS[1], 'taking', 'NX', 'PX', ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[3], 'NX')
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', math.max(now, tonumber(ARGV[3]))), 'NX')
   local replicas = 0
   if ARGV[4] == '1' then
     if redis.call('GET', KEYS[3]) ~= here then
-      redis.call('INCRBY', KEYS[2], ARGV[5])
+      local jumped = tonumber(redis.call('INCRBY', KEYS[2], ARGV[5]))
+      if jumped < now then
+        redis.call('SET', KEYS[2], string.format('%.0f', now))
+      end
       redis.call('SET', KEYS[3], here)
     end
     for _ in string.gmatch(redis.call('INFO', 'replication'), 'slave%d+:[^%c]*state=online') do
@@ -65,7 +74,8 @@ if redis.call('SET', KEYS[1], 'taking', 'NX', 'PX', ARGV[2]) then
     end
   end
   local token = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+  -- %.0f: Lua's own conversion of a number above 10^14 to a string has an exponent
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%.0f', token), 'PX', ARGV[2])
   return {token, 0, replicas}
 end
 return {0, redis.call('PTTL', KEYS[1]), 0}

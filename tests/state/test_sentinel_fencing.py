@@ -154,6 +154,33 @@ async def test_a_failover_that_loses_writes_never_moves_the_token_back(pair: Pai
         await c.release()
 
 
+async def test_a_promoted_server_that_never_had_the_counter_mints_a_greater_token(
+    pair: Pair,
+) -> None:
+    """A replica promoted before it ever received the counter (its first sync never finished)
+    starts one of its own: the new token must still be greater than the old master's, which a
+    counter started at a random number below 2**40 was not, half the time."""
+    m, r = pair.master.port, pair.replica.port
+    async with clients(m, r, m) as (on_m, raw_r, a_client):
+        await on_m.set(keys.fence(), 1 << 41)  # a counter that has seen many terms
+        await on_m.set(keys.fence_server(), "a server of long ago")
+        a = LeaderElector(a_client, "a", ttl_s=TTL_S, replicated=True)
+        async with campaigning(a):
+            await asyncio.wait_for(a.wait_elected(), 5.0)
+        t1 = a.token
+        assert t1 is not None and t1 > 1 << 41
+        await a.release()
+        await raw_r.replicaof("NO", "ONE")
+        await raw_r.flushall()  # as if its first sync had never completed
+        await move(a_client, r)
+        b = LeaderElector(a_client, "b", ttl_s=TTL_S, replicated=True)
+        async with campaigning(b):
+            await asyncio.wait_for(b.wait_elected(), 5.0)
+            t2 = b.token
+        assert t2 is not None and t2 > t1
+        await b.release()
+
+
 async def test_a_term_starts_only_once_a_replica_holds_its_lease(pair: Pair) -> None:
     async with clients(pair.master.port, pair.replica.port, pair.master.port) as (
         on_m,
