@@ -9,7 +9,8 @@ connection (health probes included). No host port is published. Every container 
 with the deployment and the replica's name, so the daemon itself says which containers are
 ours: ``list`` asks it (containers another leader started included), ``stop`` finds a container
 by label even if this instance never tracked it, and a new leader adopts by label. Every SDK
-call is blocking and runs in a thread (``asyncio.to_thread``) with the client's own timeout.
+call is blocking and runs on the runtime's own threads (``EngineCalls``, not the loop's default
+executor) with the client's own timeout; an engine or HTTP error becomes ``RuntimeFailure``.
 A handle's ``locator`` is the container id; ``describe`` shows its short form. Where it departs
 from the runtime contract (``tests/runtimes``): the daemon, not this object, keeps the record,
 so ``list`` is every running container of the deployment (whoever started it), ``release``
@@ -21,13 +22,12 @@ Must not import: aiohttp, redis.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from balancer.errors import RuntimeFailure
 from balancer.runtimes.base import Description, ReplicaHandle
+from balancer.runtimes.engine_calls import EngineCalls
 from balancer.setting import check, positive, setting
 
 if TYPE_CHECKING:
@@ -74,34 +74,26 @@ class DockerRuntime:
         self._deployment = deployment
         self._port = port
         self._stop_grace_s = stop_grace_s
+        self._calls = EngineCalls("docker")
 
     async def spawn(self, name: str, server_id: str) -> ReplicaHandle:
         cname = container_name(self._deployment, server_id)
-        try:
-            container = await asyncio.to_thread(self._run, cname, name, server_id)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot start replica {name!r}: {exc}") from exc
+        what = f"cannot start replica {name!r}"
+        container = await self._calls.run(what, self._run, cname, name, server_id)
         log.info("started container %s (%s) for replica %s", cname, container.short_id, name)
         return self._handle(container)
 
     async def stop(self, name: str, *, force: bool = False) -> None:
-        try:
-            await asyncio.to_thread(self._remove, name, force)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot stop replica {name!r}: {exc}") from exc
+        await self._calls.run(f"cannot stop replica {name!r}", self._remove, name, force)
 
     async def adopt(self, handle: ReplicaHandle) -> bool:
-        try:
-            container = await asyncio.to_thread(self._find, handle.name)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot look up replica {handle.name!r}: {exc}") from exc
+        container = await self._calls.run(
+            f"cannot look up replica {handle.name!r}", self._find, handle.name
+        )
         return container is not None and container.status == "running"
 
     async def list(self) -> list[ReplicaHandle]:
-        try:
-            containers = await asyncio.to_thread(self._ours, False)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot list replicas: {exc}") from exc
+        containers = await self._calls.run("cannot list replicas", self._ours, False)
         return [self._handle(c) for c in containers]
 
     def describe(self, handle: ReplicaHandle) -> Description:
@@ -111,8 +103,11 @@ class DockerRuntime:
         """Nothing to hand over: the daemon, not this process, keeps track of the containers."""
 
     async def close(self) -> None:
-        for handle in await self.list():
-            await self.stop(handle.name)
+        try:
+            for handle in await self.list():
+                await self.stop(handle.name)
+        finally:
+            self._calls.close()
 
     # -- blocking helpers (run in a thread) -----------------------------------------------
 

@@ -28,14 +28,15 @@ record, so ``list`` is every running service of the deployment (whoever started 
 scales the service to 0 and waits (bounded) for its task to stop (SIGTERM, SIGKILL after the
 grace period) before removing the service; ``force`` removes it at once. Either way Swarm first
 waits ~2 s for its gossip to converge, so a stopped replica answers that much longer.
-Every SDK call is blocking and runs in a thread (``asyncio.to_thread``) with the client's own
-timeout. The SDK is imported where it is first called (see ``balancer.runtimes.docker``).
+Every SDK call is blocking and runs on the runtime's own threads (``EngineCalls``, not the
+loop's default executor) with the client's own timeout; an engine or HTTP error becomes
+``RuntimeFailure``. The SDK is imported where it is first called (see ``balancer.runtimes.docker``).
 Must not import: aiohttp, redis.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 from balancer.errors import RuntimeFailure
 from balancer.runtimes.base import Description, ReplicaHandle
 from balancer.runtimes.docker import LABEL_DEPLOYMENT, LABEL_NAME, LABEL_SERVER_ID, _errors
+from balancer.runtimes.engine_calls import EngineCalls
 from balancer.setting import check, comma_list, positive, setting
 
 if TYPE_CHECKING:
@@ -90,34 +92,24 @@ class SwarmRuntime:
         self._port = port
         self._stop_grace_s = stop_grace_s
         self._start_timeout_s = start_timeout_s
+        self._calls = EngineCalls("swarm")
 
     async def spawn(self, name: str, server_id: str) -> ReplicaHandle:
         sname = service_name(self._deployment, server_id)
-        try:
-            handle = await asyncio.to_thread(self._create, sname, name, server_id)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot start replica {name!r}: {exc}") from exc
+        what = f"cannot start replica {name!r}"
+        handle = await self._calls.run(what, self._create, sname, name, server_id)
         log.info("started service %s (%s) for replica %s", sname, handle.locator[:12], name)
         return handle
 
     async def stop(self, name: str, *, force: bool = False) -> None:
-        try:
-            await asyncio.to_thread(self._remove, name, force)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot stop replica {name!r}: {exc}") from exc
+        await self._calls.run(f"cannot stop replica {name!r}", self._remove, name, force)
 
     async def adopt(self, handle: ReplicaHandle) -> bool:
-        try:
-            running = await asyncio.to_thread(self._running)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot look up replica {handle.name!r}: {exc}") from exc
+        running = await self._calls.run(f"cannot look up replica {handle.name!r}", self._running)
         return any(h.name == handle.name for h in running)
 
     async def list(self) -> list[ReplicaHandle]:
-        try:
-            return await asyncio.to_thread(self._running)
-        except _errors().DockerException as exc:
-            raise RuntimeFailure(f"cannot list replicas: {exc}") from exc
+        return await self._calls.run("cannot list replicas", self._running)
 
     def describe(self, handle: ReplicaHandle) -> Description:
         return {"service": handle.locator[:12]} if handle.locator else {}
@@ -126,8 +118,11 @@ class SwarmRuntime:
         """Nothing to hand over: the swarm's managers, not this process, keep the services."""
 
     async def close(self) -> None:
-        for handle in await self.list():
-            await self.stop(handle.name)
+        try:
+            for handle in await self.list():
+                await self.stop(handle.name)
+        finally:
+            self._calls.close()
 
     # -- blocking helpers (run in a thread) -----------------------------------------------
 
@@ -161,7 +156,8 @@ class SwarmRuntime:
         try:
             return self._await_running(service, name)
         except BaseException:
-            _remove_service(service)
+            with contextlib.suppress(Exception):  # the error that matters is the one above
+                _remove_service(service)
             raise
 
     def _await_running(self, service: Service, name: str) -> ReplicaHandle:
