@@ -248,6 +248,12 @@ class StateSettings:
             [
                 *positive(self, "redis_timeout_s", "leader_ttl_s"),
                 (self.redis_master_name != "", "redis_master_name must not be empty"),
+                (
+                    # the Sentinel clients speak plain TCP: a rediss:// URL would send its
+                    # password in clear text to the master they name
+                    not (self.redis_sentinel and self.redis_url.startswith("rediss:")),
+                    "redis_url: rediss:// (TLS) is not supported with redis_sentinel",
+                ),
             ]
         )
         object.__setattr__(self, "sentinels", _sentinels(self.redis_sentinel))

@@ -33,3 +33,11 @@ def test_the_url_gives_only_the_masters_db_and_credentials() -> None:
 def test_a_sentinel_backend_needs_a_sentinel() -> None:
     with pytest.raises(ValueError):
         sentinel_backend([], instance_id="i", leader_ttl_s=1.0, timeout_s=1.0, answer_timeout_s=1.0)
+
+
+def test_a_tls_url_with_sentinels_is_refused_not_downgraded() -> None:
+    """The Sentinel clients speak plain TCP: a ``rediss://`` URL's password would go to the
+    master in clear text."""
+    with pytest.raises(ConfigError, match="rediss"):
+        StateSettings(redis_sentinel="127.0.0.1:26379", redis_url="rediss://:secret@h:6380/0")
+    assert StateSettings(redis_url="rediss://:secret@h:6380/0").shared  # TLS alone stays
