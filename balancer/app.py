@@ -56,6 +56,7 @@ from balancer.http.stats import TrafficStats
 from balancer.http.workers import WorkerSet
 from balancer.lifecycle import Lifecycle
 from balancer.runtimes.base import ReplicaRuntime
+from balancer.runtimes.discovery import managed_by
 from balancer.state.backends import StateBackend
 from balancer.state.coordination import AdminRelay, Leadership, NoRelay, SoloLeadership
 from balancer.state.store import Store
@@ -339,7 +340,12 @@ class BalancerService:
         return set() if len(down) == len(members) else down
 
     async def _retire(self) -> None:
-        """Stop the replicas if no other instance is left to route to them."""
+        """Stop the replicas if no other instance is left to route to them. Replicas another
+        system runs (``--runtime dns``) are left as they are, and so is the ring, with the
+        weights and settings operators gave it."""
+        if managed_by(self.runtime):
+            await self.runtime.release()
+            return
         if not self.shared:
             await asyncio.wait_for(self.runtime.close(), _STOP_REPLICAS_S)
             return

@@ -119,3 +119,35 @@ async def test_a_handed_over_change_is_refused_by_the_leader() -> None:
     for op in ("add", "rm"):
         reply = await admin.apply(op, {"n": 1, "hostnames": []})
         assert (reply.status, json.loads(reply.body)) == (409, REFUSAL)
+
+
+async def test_the_last_instance_out_leaves_discovered_members_and_their_weights() -> None:
+    """The last instance of a shared deployment stops its replicas and empties the ring, so the
+    next start boots afresh; with ``--runtime dns`` it starts and stops nothing, and emptying
+    the ring would only lose the weights (drains) and ring settings operators set."""
+    from balancer.app import BalancerService
+
+    host = ReplicaHost()
+    store = InMemoryStore()
+    try:
+        served = await serve_replicas(host, "A", "B")
+        dns = FakeDns([address for address, _ in served.values()])
+        runtime = DnsRuntime("tasks.web", dns.lookup, interval_s=0.05)
+        settings = Settings.from_flat(port=0, heartbeat_interval_s=0.2, heartbeat_timeout_s=1.0)
+        service = BalancerService(settings, store=store, runtime=runtime, shared=True)
+        await service.start()
+        try:
+            want = sorted(replica_name(a) for a, _ in served.values())
+
+            async def joined() -> bool:
+                return sorted((await store.membership()).names) == want
+
+            await eventually(joined, timeout_s=5.0)
+            await service.manager.set_weight(want[0], 0)
+        finally:
+            await service.stop()
+        after = await store.membership()
+        assert sorted(after.names) == want
+        assert after.get(want[0]).weight == 0  # type: ignore[union-attr]
+    finally:
+        await host.close()
