@@ -149,7 +149,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if config_path:
         values.update(_read_file(Path(config_path), fields))
     for key, f in fields.items():
-        raw = env.get(f"LB_{key.upper()}")
+        raw = _from_env(key, f, env)
         if raw is not None:
             values[key] = _coerce(key, f, raw)
     for key, f in fields.items():
@@ -157,6 +157,27 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         if raw is not None:
             values[key] = _coerce(key, f, raw)
     return Settings.from_flat(**values)
+
+
+def _from_env(key: str, f: _Field, env: Mapping[str, str]) -> str | None:
+    """``LB_<KEY>``; for a secret also ``LB_<KEY>_FILE``, the path of a file that holds it (a
+    Docker or Kubernetes secret mounted as a file, never shown by ``docker inspect``).
+
+    Raises:
+        ConfigError: both are set, or the file cannot be read (the message never shows it).
+    """
+    name = f"LB_{key.upper()}"
+    raw = env.get(name)
+    path = env.get(f"{name}_FILE") if f.secret else None
+    if not path:
+        return raw
+    if raw is not None:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {type(exc).__name__}") from None
+    return text.rstrip("\r\n")  # the newline an editor or `echo` leaves is not part of it
 
 
 @dataclass(frozen=True)

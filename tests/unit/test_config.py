@@ -264,3 +264,41 @@ def test_status_sets_are_parsed_once_into_sets(tmp_path: Path) -> None:
 def test_malformed_status_sets_and_health_paths_are_rejected(argv: list[str]) -> None:
     with pytest.raises(ConfigError):
         load_settings(argv, {})
+
+
+# --- secrets from files (LB_<KEY>_FILE: Docker and Kubernetes secrets mounted as files) --------
+
+
+def test_a_secret_is_read_from_the_file_its_file_variable_names(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")  # the newline `echo` leaves is not part of it
+    settings = load_settings([], {"LB_ADMIN_TOKEN_FILE": str(token_file)})
+    assert settings.admin.token == "s3cret-token"
+    url_file = tmp_path / "url"
+    url_file.write_text("redis://:pw@h:6379/0")
+    assert load_settings([], {"LB_REDIS_URL_FILE": str(url_file)}).state.redis_url.endswith("/0")
+
+
+def test_a_secret_and_its_file_together_are_refused(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file")
+    with pytest.raises(ConfigError, match="LB_ADMIN_TOKEN or LB_ADMIN_TOKEN_FILE"):
+        load_settings([], {"LB_ADMIN_TOKEN": "x", "LB_ADMIN_TOKEN_FILE": str(token_file)})
+
+
+def test_an_unreadable_secret_file_is_a_config_error_that_shows_nothing_of_it(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match="LB_ADMIN_TOKEN_FILE: cannot read"):
+        load_settings([], {"LB_ADMIN_TOKEN_FILE": str(tmp_path / "missing")})
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe-xyzzy-hidden")
+    with pytest.raises(ConfigError) as caught:
+        load_settings([], {"LB_ADMIN_TOKEN_FILE": str(binary)})
+    assert "xyzzy" not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_only_secrets_are_read_from_files(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    port_file.write_text("6000")
+    assert load_settings([], {"LB_PORT_FILE": str(port_file)}).http.port == 5555
