@@ -262,6 +262,8 @@ class SwarmRuntime:
             return None
         labels: dict[str, Any] = service.attrs["Spec"].get("Labels") or {}
         host = self._address(task) or str(service.name)
+        if ":" in host:  # an IPv6 overlay address
+            host = f"[{host}]"
         return ReplicaHandle(
             str(labels.get(LABEL_NAME, service.name)),
             str(labels.get(LABEL_SERVER_ID, "")),

@@ -120,8 +120,8 @@ class RingView:
         elif membership.epoch != self.current.epoch:
             self.lost_epoch = None
             built = await asyncio.to_thread(_prepared, membership, self._settings)
-            if built.epoch <= self.current.epoch:  # a newer one was swapped in meanwhile
-                return self.current
+            if built.epoch <= self.current.epoch:  # refreshes are serialised: never, but a
+                return self.current  # swap must not go back if that ever changes
             old, self.current = self.current, built
             for listener in self.listeners:
                 listener(old, self.current)

@@ -79,3 +79,25 @@ async def test_a_non_engine_error_is_not_disguised() -> None:
             await calls.run("what", lambda: 1 // 0)
     finally:
         calls.close()
+
+
+@pytest.mark.parametrize(
+    ("attached", "address"),
+    [("10.0.3.7/24", "10.0.3.7:5000"), ("fd00:3::7/64", "[fd00:3::7]:5000")],
+)
+def test_a_swarm_replica_is_reached_at_its_tasks_overlay_address(
+    attached: str, address: str
+) -> None:
+    """From the task's network attachment; an IPv6 overlay address in brackets, or the
+    balancer would read the address's last group as the port."""
+    runtime = SwarmRuntime(fake_client(lambda **_: []), image="img", network="net")
+    service = SimpleNamespace(
+        id="svc1", name="chlb-3fa91c", attrs={"Spec": {"Labels": {"chlb.replica": "S1"}}}
+    )
+    task = {
+        "Status": {"State": "running"},
+        "DesiredState": "running",
+        "NetworksAttachments": [{"Network": {"Spec": {"Name": "net"}}, "Addresses": [attached]}],
+    }
+    handle = runtime._handle(service, [task])  # type: ignore[arg-type]
+    assert handle is not None and handle.address == address and handle.name == "S1"
