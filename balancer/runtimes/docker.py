@@ -103,11 +103,8 @@ class DockerRuntime:
         """Nothing to hand over: the daemon, not this process, keeps track of the containers."""
 
     async def close(self) -> None:
-        try:
-            for handle in await self.list():
-                await self.stop(handle.name)
-        finally:
-            self._calls.close()
+        for handle in await self.list():
+            await self.stop(handle.name)
 
     # -- blocking helpers (run in a thread) -----------------------------------------------
 

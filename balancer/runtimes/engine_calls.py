@@ -7,7 +7,8 @@ preparation and every ``getaddrinfo`` of a Redis or Sentinel host name also wait
 replacements after a node failure would then stall the leader's lease renewal. So each runtime
 has its own small pool. An error of the engine, the SDK's own or its HTTP client's (a timeout or
 a refused connection from ``requests`` is not a ``DockerException``), becomes ``RuntimeFailure``;
-anything else propagates as it is.
+anything else propagates as it is. The pool is never shut down: a runtime answers ``list``
+after ``close`` too (the contract), and idle threads end with the runtime that owns them.
 Must not import at module level: aiohttp, redis, docker (its errors are looked up only once one
 was raised, when the SDK is loaded already).
 """
@@ -48,10 +49,6 @@ class EngineCalls:
             if is_engine_error(exc):
                 raise RuntimeFailure(f"{what}: {exc}") from exc
             raise
-
-    def close(self) -> None:
-        """Let the pool's threads end once idle; calls queued and not started are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def is_engine_error(exc: BaseException) -> bool:

@@ -118,11 +118,8 @@ class SwarmRuntime:
         """Nothing to hand over: the swarm's managers, not this process, keep the services."""
 
     async def close(self) -> None:
-        try:
-            for handle in await self.list():
-                await self.stop(handle.name)
-        finally:
-            self._calls.close()
+        for handle in await self.list():
+            await self.stop(handle.name)
 
     # -- blocking helpers (run in a thread) -----------------------------------------------
 

@@ -64,8 +64,15 @@ set +a
 infra/docker/ensure-token.sh
 if [ -z "${LB_ADMIN_TOKEN:-}" ]; then
   LB_ADMIN_TOKEN="$(sed -n 's/^LB_ADMIN_TOKEN=//p' .env | tail -n 1)"
-  export LB_ADMIN_TOKEN
 fi
+# The token reaches the balancers as a Swarm secret made from this file (stack.yml), never
+# through their environment; the file lives only as long as this script.
+if [ -z "${CHLB_ADMIN_TOKEN_FILE:-}" ]; then
+  CHLB_ADMIN_TOKEN_FILE="$(umask 077 && mktemp)"
+  trap 'rm -f "$CHLB_ADMIN_TOKEN_FILE"' EXIT
+  printf '%s' "$LB_ADMIN_TOKEN" >"$CHLB_ADMIN_TOKEN_FILE"
+fi
+export CHLB_ADMIN_TOKEN_FILE
 files=(-c infra/swarm/stack.yml)
 [ "${OBSERVABILITY:-0}" = 1 ] && files+=(-c infra/swarm/observability.yml)
 say "docker stack deploy ${files[*]} $STACK"

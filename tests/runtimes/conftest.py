@@ -274,11 +274,20 @@ def docker_network(docker_client: Any) -> Iterator[str]:
     network.remove()
 
 
+@pytest.fixture(scope="session")
+def swarm_client(docker_client: Any) -> Iterator[Any]:
+    """``docker_client``'s daemon as a swarm manager (``docker swarm init`` if it is in none)."""
+    from tests.support.swarm_manager import swarm_manager
+
+    with swarm_manager(docker_client):
+        yield docker_client
+
+
 @pytest.fixture
-def swarm_network(docker_client: Any) -> Iterator[str]:
+def swarm_network(swarm_client: Any) -> Iterator[str]:
     from tests.runtimes.swarm_harness import swarm_network_of
 
-    yield from swarm_network_of(docker_client)
+    yield from swarm_network_of(swarm_client)
 
 
 # Every runtime the registry knows, plus the test suite's in-process one. A runtime added to

@@ -4,8 +4,9 @@ Replicas are services of the replica image on a network of the test's own. The h
 reach an overlay network's addresses, so the harness's network is a swarm-scoped *bridge*
 network (``docker network create --scope=swarm --driver=bridge --attachable``): Swarm schedules
 services onto it like onto an overlay, and the runtime reads a task's address from its container
-on this node (``balancer.runtimes.swarm``); the overlay path runs in ``tests/swarm``. Skipped with
-the reason when the daemon is not a swarm manager. Every service carries the test's deployment
+on this node (``balancer.runtimes.swarm``); the overlay path runs in ``tests/swarm``. A daemon in
+no swarm is made a manager for the session (``tests/support/swarm_manager.py``); skipped with the
+reason when it is in a swarm without being a manager. Every service carries the test's deployment
 label, and teardown force-removes by that label.
 """
 

@@ -73,12 +73,8 @@ async def test_engine_calls_do_not_wait_for_the_loops_default_executor() -> None
 
 
 async def test_a_non_engine_error_is_not_disguised() -> None:
-    calls = EngineCalls("test")
-    try:
-        with pytest.raises(ZeroDivisionError):
-            await calls.run("what", lambda: 1 // 0)
-    finally:
-        calls.close()
+    with pytest.raises(ZeroDivisionError):
+        await EngineCalls("test").run("what", lambda: 1 // 0)
 
 
 @pytest.mark.parametrize(

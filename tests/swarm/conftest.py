@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.swarm_manager import swarm_manager
 from tests.swarm.deployment import (
     BALANCER_BASE,
     SERVER_IMAGE,
@@ -53,19 +54,10 @@ def swarm_client() -> Iterator[Any]:
     client, reason = _client_or_reason()
     if client is None:
         pytest.skip(reason)
-    state = client.info().get("Swarm", {})
-    initialised = False
-    if state.get("LocalNodeState") == "inactive":
-        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
-        initialised = True
-    elif not state.get("ControlAvailable"):
-        client.close()
-        pytest.skip(f"this node is in a swarm but not a manager ({state.get('LocalNodeState')})")
     try:
-        yield client
+        with swarm_manager(client):
+            yield client
     finally:
-        if initialised:
-            client.swarm.leave(force=True)
         client.close()
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +29,18 @@ from tests.swarm.deployment import BALANCER_IMAGE, REPO
 
 STACK = REPO / "infra" / "swarm" / "stack.yml"
 OBSERVABILITY = REPO / "infra" / "swarm" / "observability.yml"
-ENV = {"LB_ADMIN_TOKEN": "stack-test-token"}
+TOKEN = "stack-test-token"
+
+
+def _token_file() -> str:
+    """The file the stack makes its admin-token secret from (deploy.sh writes one like it)."""
+    fd, path = tempfile.mkstemp(prefix="chlb-stack-token-")
+    with os.fdopen(fd, "w") as f:
+        f.write(TOKEN)
+    return path
+
+
+ENV = {"CHLB_ADMIN_TOKEN_FILE": _token_file()}
 
 Doc = dict[str, Any]
 
@@ -57,7 +69,13 @@ def test_the_stack_file_renders_and_the_balancer_reads_its_settings() -> None:
     services = rendered(STACK)["services"]
     balancer = services["balancer"]
     env = {k: str(v) for k, v in balancer["environment"].items()}
+    # The token is a secret mounted as a file, never in the environment.
+    assert "LB_ADMIN_TOKEN" not in env
+    assert env["LB_ADMIN_TOKEN_FILE"] == "/run/secrets/chlb-admin-token"
+    assert [m["target"] for m in balancer["secrets"]] == ["chlb-admin-token"]
+    env["LB_ADMIN_TOKEN_FILE"] = ENV["CHLB_ADMIN_TOKEN_FILE"]  # where this host keeps it
     settings = load_settings([], env)  # an unknown LB_ variable or a bad value raises
+    assert settings.admin.token == TOKEN
     assert settings.runtime == "swarm"
     assert settings.state.sentinels and settings.state.redis_master_name == "chlb"
     sentinels = {h for h, _ in settings.state.sentinels}
@@ -113,7 +131,7 @@ for i in range(int(sys.argv[1])):
 out["served"], out["failed"] = served, failed
 if len(sys.argv) > 2: out["change"] = call("POST", "/add", {"n": 1, "hostnames": [sys.argv[2]]})
 print(json.dumps(out))
-""".replace("__TOKEN__", ENV["LB_ADMIN_TOKEN"])
+""".replace("__TOKEN__", TOKEN)
 
 
 class Stack:
@@ -225,7 +243,10 @@ def test_the_stack_deploys_serves_and_follows_a_sentinel_failover(stack: Stack) 
     # balancers follow the new master and a change goes through again.
     # Scaled to 0 rather than killed: Swarm would restart a killed task within seconds, and
     # the sentinels would see the same primary back (its data is on its volume).
+    # The clock starts once its container is gone: until then (Swarm stops it with a grace
+    # period) it is still the master, and a change it accepts says nothing of a failover.
     stack.docker("service", "scale", "--detach", f"{stack.name}_redis-primary=0")
+    wait_for(lambda: not stack.containers("redis-primary"), 60.0, "the primary's task gone")
     killed = time.monotonic()
 
     answers: list[tuple[float, int]] = []  # (seconds after the stop, /add status)
