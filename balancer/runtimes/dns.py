@@ -11,8 +11,10 @@ records used, and calls its callback when the set of addresses changes. Every lo
 timeout. A lookup that fails (timeout, SERVFAIL, no nameserver answering) keeps the last answer
 and is retried sooner: a DNS hiccup never empties the ring. NXDOMAIN and an answer without
 records are real answers: the name has no replicas now, so the ring empties (the balancer
-answers 503 until replicas are back). Until a first answer arrives ``list`` raises
-``RuntimeFailure`` (the reconciler retries; it never takes "no answer yet" for "no replicas").
+answers 503 until replicas are back), once a second lookup a poll later confirms it (a headless
+Service answers NXDOMAIN while no pod is ready: one readiness flap must not empty the ring).
+Until a first answer arrives ``list`` raises ``RuntimeFailure`` (the reconciler retries; it
+never takes "no answer yet" for "no replicas").
 
 A hostile or broken answer is bounded: at most ``MAX_ADDRESSES`` addresses (the rest are
 ignored, with a warning), at most ``MAX_SRV_TARGETS`` SRV targets looked up; unspecified,
@@ -160,6 +162,7 @@ class DnsRuntime:
         self._answer: Answer | None = None
         self._next_at = 0.0  # when the answer is due for a new lookup
         self._failures = 0
+        self._empty_seen = False  # an empty answer after addresses, not yet confirmed
         self._lock = asyncio.Lock()
 
     async def spawn(self, name: str, server_id: str) -> ReplicaHandle:
@@ -224,12 +227,29 @@ class DnsRuntime:
                 log.warning("%s: lookup failed (%s); keeping the last answer", self._name, exc)
                 return False
             self._failures = 0
+            if self._unconfirmed_empty(before, answer):
+                return False
             self._answer = answer
             self._next_at = self._clock() + self.poll_s(answer.ttl_s)
             changed = before is None or before.addresses != answer.addresses
             if changed:
                 log.info("%s: %s", self._name, ", ".join(answer.addresses) or "no addresses")
             return changed
+
+    def _unconfirmed_empty(self, before: Answer | None, answer: Answer) -> bool:
+        """True for the first empty answer after addresses (it is asked again a poll later): a
+        headless Service answers NXDOMAIN the moment no pod is ready, and one readiness flap
+        under load must not empty the ring. A second empty answer in a row is taken."""
+        if answer.addresses or before is None or not before.addresses:
+            self._empty_seen = False
+            return False
+        if self._empty_seen:
+            self._empty_seen = False
+            return False
+        self._empty_seen = True
+        self._next_at = self._clock() + self.poll_s(0.0)
+        log.warning("%s: no addresses; asking again before emptying the ring", self._name)
+        return True
 
     def poll_s(self, ttl_s: float) -> float:
         """How long an answer with ``ttl_s`` is used: the TTL, within [1 s, interval]."""

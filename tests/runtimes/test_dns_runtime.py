@@ -139,6 +139,29 @@ class Clock:
         return self.now
 
 
+async def test_an_empty_answer_empties_the_list_only_when_the_next_lookup_confirms_it() -> None:
+    """A headless Service answers NXDOMAIN while no pod is ready: one readiness flap under
+    load must not empty the ring; a second empty answer a poll later does."""
+    clock = Clock()
+    dns = FakeDns(["127.0.0.1:5000", "127.0.0.2:5000"], ttl_s=30.0)
+    runtime = DnsRuntime("tasks.web", dns.lookup, interval_s=5.0, clock=clock)
+    first = await runtime.list()
+    dns.addresses = []
+    clock.now = 5.0
+    assert await runtime.list() == first  # one empty answer: asked again a poll later
+    dns.addresses = ["127.0.0.1:5000"]
+    clock.now = 6.0
+    assert [h.address for h in await runtime.list()] == ["127.0.0.1:5000"]  # back: no flap
+    dns.addresses = []
+    clock.now = 11.0
+    assert len(await runtime.list()) == 1
+    clock.now = 16.0
+    assert await runtime.list() == []  # confirmed
+    assert dns.lookups == 5
+    clock.now = 21.0
+    assert await runtime.list() == []  # empty stays empty, nothing to confirm
+
+
 async def test_no_answer_yet_is_a_failure_not_an_empty_list() -> None:
     dns = FakeDns(["127.0.0.1:5000"])
     dns.failing = True
