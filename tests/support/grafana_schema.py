@@ -74,7 +74,8 @@ def _plugins(board: dict[str, Any]) -> list[str]:
         for target in queries if isinstance(queries, list) else []:  # else: pass 3 says so
             if not isinstance(target, dict):
                 continue
-            source = (target.get("datasource") or panel.get("datasource") or {}).get("type")
+            ref = target.get("datasource") or panel.get("datasource")
+            source = ref.get("type") if isinstance(ref, dict) else ref  # a bare name: pre-7 JSON
             if source not in sources:
                 found.append(f"{where}: query of unknown data source type {source!r}")
     return found
