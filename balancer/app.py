@@ -326,9 +326,13 @@ class BalancerService:
         ttl_s = _ANNOUNCE_EVERY_S * 3
         while True:
             self._beats += 1
-            with contextlib.suppress(StoreUnavailable):  # the ring watcher reports outages
+            announced = True
+            try:
                 await self.store.announce(self.instance_id, self.status(), ttl_s)
-            await self.liveness.refresh(self.store)  # never raises; no-op on a steady leader
+            except StoreUnavailable:  # the ring watcher logs outages; lb_state_store_up shows it
+                announced = False
+            # Never raises; no round trip on a steady leader (its announcement is the check).
+            self.liveness.store_up = await self.liveness.refresh(self.store) and announced
             self.frontend.hold_down(self._down())
             await asyncio.sleep(_ANNOUNCE_EVERY_S)
 

@@ -19,6 +19,14 @@ Besides the traffic counters (``lb_upstream_*``, ``lb_bounded_load_spills_total`
   - ``lb_ring_info{algorithm,fingerprint}`` 1: the ring in use (the fingerprint equals on
     instances that route alike).
   - ``lb_leader`` 1/0: this instance is the leader.
+  - ``lb_replicas_desired``: N, the replicas the leader keeps running (the stored target, which
+    ``/add`` and ``/rm`` move and a failure does not), as of the ring in use. Absent while
+    unknown: before the first leader booted the replicas, and with replicas another system
+    runs (``--runtime dns``: that system decides how many).
+  - ``lb_state_store_up`` 1/0: the announcer loop's last round trip to the store (this
+    instance's announcement, and the liveness read where it made one) succeeded, once a second.
+    Absent until the first round ends. The data path keeps routing on its last ring while it is
+    0, but nothing changes the ring and no leader can hold its lease.
   - ``lb_replica_keyspace_share{replica}``: each member's share of the key space
     (``balancer.hashing.arcs.shares``; 0 for a drained member), computed once per ring in a
     worker thread (``KeyspaceShares``), so absent for a moment after every ring change (and
@@ -77,6 +85,8 @@ class Liveness:
         self._monitor = monitor
         # The store's liveness keys; None: unknown (not read yet, or the store is unreachable).
         self.stored: frozenset[str] | None = None
+        # The announcer loop's last round trip to the store succeeded; None: none ended yet.
+        self.store_up: bool | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -97,19 +107,25 @@ class Liveness:
         passed = monitor.passed_at.get(name) if monitor is not None else None
         return None if passed is None else max(0.0, now - passed)
 
-    async def refresh(self, store: LivenessStore) -> None:
+    async def refresh(self, store: LivenessStore) -> bool:
         """Re-read the store's liveness keys, unless this instance's own probes cover every
         member (the leader in a steady state needs no round trip). Never raises for an
-        unreachable store: liveness becomes unknown instead."""
+        unreachable store: liveness becomes unknown instead.
+
+        Returns:
+            False if the store could not be read, else True (also when it was not read).
+        """
         monitor = self._probing()
         names = self._view.current.addresses
         if monitor is not None and all(n in monitor.passed_at for n in names):
             self.stored = None  # not read now: a member that joins later is unknown, not down
-            return
+            return True
         try:
             self.stored = await store.alive()
         except StoreUnavailable:
             self.stored = None
+            return False
+        return True
 
 
 class KeyspaceShares:
@@ -244,7 +260,17 @@ class TrafficCollector(Collector):
         info.add_metric([snapshot.settings.algorithm, snapshot.fingerprint()], 1)
         leader = GaugeMetricFamily("lb_leader", "1 while this instance is the leader")
         leader.add_metric([], 1 if self._liveness.is_leader else 0)
-        yield from (epoch, members, info, leader)
+        desired = GaugeMetricFamily(
+            "lb_replicas_desired", "N, the replicas the leader keeps running (the stored target)"
+        )
+        if snapshot.membership.target is not None:
+            desired.add_metric([], snapshot.membership.target)
+        store_up = GaugeMetricFamily(
+            "lb_state_store_up", "1 while this instance's last round trip to the store succeeded"
+        )
+        if self._liveness.store_up is not None:
+            store_up.add_metric([], 1 if self._liveness.store_up else 0)
+        yield from (epoch, members, info, leader, desired, store_up)
 
     def _members(self, snapshot: Snapshot, replicas: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         """Per-member gauges of the ring in use: liveness, weight, key-space share, and the
