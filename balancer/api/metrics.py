@@ -4,11 +4,14 @@ Owns ``TrafficCollector`` (a custom collector that reads ``TrafficStats``, the r
 ``Liveness`` at scrape time, so the data path never calls a labelled metric and a scrape does no
 I/O), ``Liveness`` and ``metrics_handler``. Everything lives on the registry the caller passes
 (one per ``BalancerService``), never on prometheus_client's global one.
-Label sets are bounded: replicas of the current ring (dead ones are dropped when they leave),
-status classes and a fixed list of error kinds.
+Label sets are bounded: replicas of the current ring, plus the replicas that left it in the
+last ``linger_s`` (at most ``max_departed``: ``balancer.api.replica_series`` says which series
+linger and why), status classes and fixed lists of error kinds and codes, each exported at 0
+from the start.
 
 Besides the traffic counters (``lb_upstream_*``, ``lb_bounded_load_spills_total``,
-``lb_balancer_errors_total``, ``lb_client_connections``) and ``lb_ring_epoch``/``lb_ring_members``:
+``lb_balancer_errors_total{code}``, every code of ``BALANCER_ERROR_CODES`` from the start,
+``lb_client_connections``) and ``lb_ring_epoch``/``lb_ring_members``:
   - ``lb_replica_up{replica}`` 1/0: the replica counts as alive. On the leader, by its own probes
     (``HealthMonitor.alive``: passed one this term and is UP by rise/fall); elsewhere, and on a
     leader for a replica its probes have not passed yet, whether the store holds the replica's
@@ -51,20 +54,16 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from balancer.api.replica_series import Departures, replica_families
 from balancer.control.health import HealthMonitor
 from balancer.control.movement_log import MovementLog
 from balancer.errors import StoreUnavailable
 from balancer.hashing import Ring
 from balancer.hashing.arcs import shares
-from balancer.http.stats import LATENCY_BUCKETS_S, TrafficStats, merged
+from balancer.http.stats import BALANCER_ERROR_CODES, TrafficStats, merged
 from balancer.state.coordination import Leadership, SoloLeadership
 from balancer.state.store import LivenessStore
 from balancer.state.view import RingView, Snapshot
@@ -166,13 +165,35 @@ class KeyspaceShares:
 
 
 class TrafficCollector(Collector):
+    """Every ``lb_*`` metric, read from ``stats``, ``view`` and ``liveness`` at scrape time.
+
+    Args:
+        linger_s: how long a replica that left the ring keeps its counters exported; at most
+            ``stats.linger_s`` (its default), which keeps them.
+        max_departed: the most departed replicas exported; at most ``stats.max_departed`` (its
+            default).
+        clock: seconds, monotonic, for the lingers.
+
+    Raises:
+        ValueError: ``linger_s`` or ``max_departed`` above what ``stats`` keeps.
+    """
+
     def __init__(
         self,
         stats: TrafficStats,
         view: RingView,
         liveness: Liveness | None = None,
         movement: MovementLog | None = None,
+        *,
+        linger_s: float | None = None,
+        max_departed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        linger_s = stats.linger_s if linger_s is None else linger_s
+        max_departed = stats.max_departed if max_departed is None else max_departed
+        if linger_s > stats.linger_s or max_departed > stats.max_departed:
+            raise ValueError("a departed replica cannot be exported longer than stats keep it")
+        self._departures = Departures(linger_s, max_departed, clock)
         self._stats = stats
         self._view = view
         self._movement = movement
@@ -186,6 +207,7 @@ class TrafficCollector(Collector):
         view.listeners.append(self._on_ring_swap)
 
     def _on_ring_swap(self, old: Snapshot, new: Snapshot) -> None:
+        self._departures.swapped(old.addresses, new.addresses)
         replicas = merged(self._stats)["replicas"]
         self._epoch_base = {name: replicas[name]["requests"] for name in replicas}
         if self._scraped:  # someone is watching: have the shares ready for the next scrape
@@ -197,8 +219,9 @@ class TrafficCollector(Collector):
         snapshot = self._view.current  # collect() never awaits: one snapshot throughout
         yield from self._ring(snapshot)
         yield from self._members(snapshot, total["replicas"])
-        yield from self._replicas(total["replicas"])
-        yield from self._resilience(total)
+        exported = sorted(snapshot.addresses) + self._departures.names()
+        yield from replica_families(total["replicas"], exported)
+        yield from self._resilience(total, snapshot)
         if self._movement is not None:
             yield from self._changes(self._movement)
         connections = GaugeMetricFamily(
@@ -217,7 +240,8 @@ class TrafficCollector(Collector):
             "Error responses generated by the balancer itself",
             labels=["code"],
         )
-        for code, count in sorted(total["client_errors"].items()):
+        codes = {**dict.fromkeys(BALANCER_ERROR_CODES, 0), **total["client_errors"]}
+        for code, count in sorted(codes.items()):
             answered.add_metric([code], count)
         yield answered
 
@@ -318,73 +342,23 @@ class TrafficCollector(Collector):
             peak.add_metric([], max(loads) * len(loads) / sum(loads))
         yield from (up, age, weight, share, peak)
 
-    def _replicas(self, replicas: dict[str, dict[str, Any]]) -> Iterator[Metric]:
-        responses = CounterMetricFamily(
-            "lb_upstream_responses",
-            "Responses relayed from each replica",
-            labels=["replica", "code"],
-        )
-        errors = CounterMetricFamily(
-            "lb_upstream_errors", "Failed upstream exchanges", labels=["replica", "kind"]
-        )
-        retries = CounterMetricFamily(
-            "lb_upstream_retries", "Requests retried away from a replica", labels=["replica"]
-        )
-        spills = CounterMetricFamily(
-            "lb_bounded_load_spills",
-            "Requests sent away from the replica owning their key because it was at its load cap",
-            labels=["replica"],
-        )
-        in_flight = GaugeMetricFamily(
-            "lb_upstream_in_flight", "Requests in flight per replica", labels=["replica"]
-        )
-        latency = HistogramMetricFamily(
-            "lb_upstream_latency_seconds",
-            "Time from request sent to response complete",
-            labels=["replica"],
-        )
-        current = set(self._view.current.addresses)
-        for name, st in sorted(replicas.items()):
-            if name not in current:
-                continue  # a replica that left the ring: its label sets go with it
-            for cls in range(1, 6):
-                if st["by_class"][cls]:
-                    responses.add_metric([name, f"{cls}xx"], st["by_class"][cls])
-            for kind, count in st["errors"].items():
-                errors.add_metric([name, kind], count)
-            retries.add_metric([name], st["retries"])
-            spills.add_metric([name], st["spills"])
-            in_flight.add_metric([name], st["in_flight"])
-            cumulative, buckets = 0, []
-            for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), st["buckets"], strict=True):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            latency.add_metric([name], buckets, st["latency_sum_s"])
-        yield from (responses, errors, retries, spills, in_flight, latency)
-
-    def _resilience(self, total: dict[str, Any]) -> Iterator[Metric]:
-        """Retry budget and outlier ejection (``balancer.http.choice``, ``.outlier``)."""
+    def _resilience(self, total: dict[str, Any], snapshot: Snapshot) -> Iterator[Metric]:
+        """Retry budget and outlier ejection (``balancer.http.choice``, ``.outlier``); the
+        ejection counter is with the other per-replica counters (``replica_families``)."""
         exhausted = CounterMetricFamily(
             "lb_retry_budget_exhausted",
             "Retries not made because the retry budget was exhausted (the failure was answered)",
         )
         exhausted.add_metric([], total.get("retry_budget_exhausted", 0))
-        ejections = CounterMetricFamily(
-            "lb_outlier_ejections",
-            "Times outlier detection ejected the replica from routing",
-            labels=["replica"],
-        )
         ejected = GaugeMetricFamily(
             "lb_replica_ejected",
             "1 while outlier detection ejects the replica (with workers: processes ejecting it)",
             labels=["replica"],
         )
-        current = set(self._view.current.addresses)
-        for name, st in sorted(total["replicas"].items()):
-            if name in current:
-                ejections.add_metric([name], st.get("ejections", 0))
-                ejected.add_metric([name], st.get("ejected", 0))
-        yield from (exhausted, ejections, ejected)
+        replicas = total["replicas"]
+        for name in sorted(snapshot.addresses):
+            ejected.add_metric([name], replicas[name].get("ejected", 0) if name in replicas else 0)
+        yield from (exhausted, ejected)
 
 
 def metrics_handler(

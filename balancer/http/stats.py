@@ -3,12 +3,20 @@
 Owns ``ReplicaStats`` and ``TrafficStats``: plain Python integers and floats updated in place on
 the data path; ``balancer.api.metrics`` turns them into Prometheus samples only when scraped, so a
 request costs a few attribute increments instead of labelled metric calls.
+
+A replica that leaves the ring keeps its counters for ``DEPARTED_LINGER_S`` (at most
+``DEPARTED_MAX`` departed replicas, the oldest forgotten first): the errors and retries a killed
+replica caused happen in the second before it leaves, and a Prometheus scraping every 15-60 s
+must still find them (``TrafficCollector`` exports them as long). Forgetting happens on ring
+swaps and snapshots (a scrape, a worker's report), never per request.
 Must not import: asyncio, aiohttp, prometheus_client, redis, docker.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 # Upper bounds (seconds) of the latency histogram buckets; +Inf is implicit.
@@ -29,6 +37,16 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     10.0,
 )
 ERROR_KINDS = ("connect", "timeout", "reset", "protocol")
+# Every status the balancer answers itself (``TrafficStats.client_error``): malformed requests
+# (400, 414 target too long, 431 head too large, 501 unknown transfer coding), 408 (client too
+# slow), and 502/503/504 when no replica could answer. Exported at 0 from the start.
+BALANCER_ERROR_CODES = ("400", "408", "414", "431", "501", "502", "503", "504")
+# How long a replica that left the ring keeps its counters, and how many such replicas are kept
+# at most. 300 s: Prometheus' own lookback (staleness) is 5 minutes, so a scrape interval it
+# supports (up to ~2 min) scrapes the final values at least twice, a missed scrape included.
+# 64: the default --max-replicas, so a whole default fleet removed at once lingers entirely.
+DEPARTED_LINGER_S = 300.0
+DEPARTED_MAX = 64
 
 
 class ReplicaStats:
@@ -69,10 +87,27 @@ class ReplicaStats:
 
 
 class TrafficStats:
-    """Everything the data path counts; one instance per balancer process."""
+    """Everything the data path counts; one instance per balancer process.
 
-    def __init__(self) -> None:
+    Args:
+        linger_s: how long a replica that left the ring keeps its counters.
+        max_departed: the most departed replicas kept (the oldest departures go first).
+        clock: seconds, monotonic.
+    """
+
+    def __init__(
+        self,
+        *,
+        linger_s: float = DEPARTED_LINGER_S,
+        max_departed: int = DEPARTED_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.linger_s = linger_s
+        self.max_departed = max_departed
+        self._clock = clock
         self.replicas: dict[str, ReplicaStats] = {}
+        # Replicas with counters here that left the ring → when (first departure first).
+        self.departed: dict[str, float] = {}
         self.client_connections = 0
         self.refused_connections = 0  # closed at once: the process held max_connections
         self.client_errors: dict[str, int] = {}  # 400, 431, 408, … answered by the balancer
@@ -98,14 +133,36 @@ class TrafficStats:
         self.client_errors[key] = self.client_errors.get(key, 0) + 1
 
     def retain(self, names: set[str]) -> None:
-        """Forget replicas that left the ring (their metric label sets disappear)."""
-        for name in list(self.replicas):
-            st = self.replicas[name]
-            if name not in names and st.in_flight == 0 and st.connecting == 0:
-                del self.replicas[name]
+        """The ring is now ``names`` (on every swap): a replica that left starts its linger, one
+        back in the ring ends it (its counters go on from where they were), and the lingers
+        that ended are forgotten (``prune``)."""
+        now = self._clock()
+        for name in self.replicas:
+            if name in names:
+                self.departed.pop(name, None)
+            elif name not in self.departed:
+                self.departed[name] = now
+        self.prune(now)
+
+    def prune(self, now: float | None = None) -> None:
+        """Forget the departed replicas whose linger ended, and the oldest departures beyond
+        ``max_departed``. An exchange still in flight on one keeps its own reference: what it
+        counts after that goes nowhere."""
+        now = self._clock() if now is None else now
+        over = len(self.departed) - self.max_departed
+        for name, left in list(self.departed.items()):  # oldest first
+            if over > 0 or now - left >= self.linger_s:
+                del self.departed[name]
+                self.replicas.pop(name, None)
+                over -= 1
+            else:
+                break  # the rest left later
 
 
 def stats_snapshot(stats: TrafficStats) -> dict[str, Any]:
+    """The counters as JSON-ready dicts (the departed replicas whose linger ended forgotten
+    first)."""
+    stats.prune()
     return {
         "client_connections": stats.client_connections,
         "refused_connections": stats.refused_connections,
