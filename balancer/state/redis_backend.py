@@ -17,6 +17,7 @@ import redis.asyncio as redis
 
 from balancer.state import keys
 from balancer.state.backends import StateBackend
+from balancer.state.redis_cancel import keep_cancellations
 from balancer.state.redis_leadership import LeaderElector
 from balancer.state.redis_relay import RedisRelay
 from balancer.state.redis_store import RedisStore, redis_client
@@ -60,6 +61,8 @@ def redis_backend(
     Returns:
         The set; ``aclose`` it (or use it as an async context manager) to close its clients.
     """
+
+    keep_cancellations()  # every client's sends, and the Sentinels' (``redis_cancel``)
 
     def client(call_timeout_s: float) -> redis.Redis:
         if connect is not None:

@@ -29,6 +29,7 @@ from balancer.hashing import RingSettings
 from balancer.runtimes.base import ReplicaHandle
 from balancer.state import keys
 from balancer.state.codec import membership_from_json, membership_json
+from balancer.state.redis_cancel import keep_cancellations
 from balancer.state.store import Membership, Replica
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,9 @@ class RedisStore:
 
 
 def redis_client(url: str, *, timeout_s: float) -> redis.Redis:
-    """A client whose every call gives up after ``timeout_s`` (connect and each reply)."""
+    """A client whose every call gives up after ``timeout_s`` (connect and each reply), and
+    whose calls keep a cancellation (``redis_cancel``)."""
+    keep_cancellations()
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout_s,
