@@ -110,7 +110,9 @@ def _outcomes(counted: list[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
     """How the exchanges with each replica ended: responses, errors, retries, spills and
     ejections."""
     responses = CounterMetricFamily(
-        "lb_upstream_responses", "Responses relayed from each replica", labels=["replica", "code"]
+        "lb_upstream_responses",
+        "Responses each replica answered (also ones retried elsewhere, never relayed)",
+        labels=["replica", "code"],
     )
     errors = CounterMetricFamily(
         "lb_upstream_errors", "Failed upstream exchanges", labels=["replica", "kind"]
